@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Creates or refreshes everything this checkout needs; a fast no-op when nothing changed.
+#   .venv/            Python venv with requirements/{core,ros,dev}.txt and zeroseg_ros installed editable
+#   build/ install/   colcon build of this ROS 2 package (generates zeroseg_ros.msg.Segmentation)
+# Then `. scripts/env.sh` gives the environment to run the node, the tests and the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+venv="$root/.venv"
+python_bin="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+
+say() { echo "[setup] $*"; }
+
+if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+  say "creating $venv with $python_bin"
+  "$python_bin" -m venv --clear "$venv"
+fi
+
+# Reinstall only when a requirements file or setup.py changed since the last successful install.
+requirements_stamp="$venv/.zeroseg-requirements.sha256"
+requirements_hash="$(cat requirements/core.txt requirements/ros.txt requirements/dev.txt setup.py | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash" ]]; then
+  say "installing requirements into $venv"
+  "$venv/bin/python" -m pip install --quiet -r requirements/core.txt -r requirements/ros.txt -r requirements/dev.txt
+  "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
+  echo "$requirements_hash" > "$requirements_stamp"
+fi
+
+# The ros-* wheels' CMake targets name paths of the machine they were built on (manylinux /opt/python):
+# point them at this Python's headers and this venv's numpy headers. Created only when missing or dangling.
+link_if_missing() {
+  local target="$1" link="$2"
+  if [[ -e "$link" ]]; then return; fi
+  say "linking $link -> $target"
+  mkdir -p "$(dirname "$link")"
+  rm -f "$link"
+  ln -s "$target" "$link"
+}
+python_include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+numpy_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
+wheel_python_root=/opt/python/cp311-cp311
+wheel_numpy_include="$wheel_python_root/lib/python3.11/site-packages/numpy/_core/include"
+link_if_missing "$python_include" "$wheel_python_root/include/python3.11"
+link_if_missing "$numpy_include" "$wheel_numpy_include"
+
+# shellcheck source=scripts/env.sh
+. scripts/env.sh
+
+# colcon build when the package's build inputs changed (the Python sources are used from the checkout).
+build_stamp="$root/install/.zeroseg-build.sha256"
+build_hash="$(cat package.xml CMakeLists.txt msg/*.msg requirements/ros.txt | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$build_stamp" 2>/dev/null)" != "$build_hash" ]] || [[ ! -d install/share/zeroseg_ros ]]; then
+  say "colcon build (message generation) into build/ install/"
+  mkdir -p log
+  # The venv lives inside the source tree; CMake refuses exported include dirs there, so numpy's headers
+  # are named through the link above.
+  if ! colcon build --merge-install --base-paths . \
+    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF > log/colcon-build.txt 2>&1; then
+    cat log/colcon-build.txt >&2
+    say "colcon build failed (full log above)"
+    exit 1
+  fi
+  echo "$build_hash" > "$build_stamp"
+fi
+
+python -c 'from zeroseg_ros.msg import Segmentation' || { say "zeroseg_ros.msg does not import"; exit 1; }
+say "ready (. scripts/env.sh)"

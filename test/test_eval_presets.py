@@ -1,0 +1,142 @@
+"""Protocol presets per (method, dataset) and how command-line overrides apply to them."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from zeroseg_ros.errors import ConfigError
+from zeroseg_ros.evaluation.cli import model_config_from_args, protocol_from_args, register
+from zeroseg_ros.evaluation.datasets import DATASETS
+from zeroseg_ros.evaluation.presets import PRESETS, resolve_protocol
+from zeroseg_ros.vocab import load_vocabulary
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_every_preset_covers_every_dataset_with_all_classes(preset: str, dataset: str) -> None:
+    protocol = resolve_protocol(preset, dataset)
+    spec = DATASETS[dataset]
+    assert protocol.segmenter.method == preset
+    assert protocol.segmenter.templates == "imagenet80"
+    # background words stand for class 0, the queries for classes 1.. (or 0.. without a background class)
+    assert len(protocol.queries) == spec.num_classes - (1 if spec.has_background else 0)
+    assert bool(protocol.segmenter.background_words) == spec.has_background
+    if not spec.has_background:
+        assert protocol.segmenter.probability_threshold == 0.0
+
+
+def test_sclip_settings_from_its_configs() -> None:
+    voc21 = resolve_protocol("sclip", "voc21")
+    assert (voc21.segmenter.short_side, voc21.segmenter.slide_crop, voc21.segmenter.slide_stride) == (
+        336,
+        224,
+        112,
+    )
+    assert voc21.segmenter.logit_scale == 65.0
+    assert voc21.segmenter.probability_threshold == 0.1
+    assert voc21.area_threshold == 0.1
+    assert voc21.segmenter.background_words == tuple(load_vocabulary("voc21")[0].split("|"))
+    assert voc21.queries == tuple(load_vocabulary("voc21")[1:])
+    assert resolve_protocol("sclip", "context60").segmenter.logit_scale == 50.0
+    assert resolve_protocol("sclip", "coco-stuff").segmenter.short_side == 448
+    assert resolve_protocol("sclip", "cityscapes").segmenter.short_side == 560
+    assert not resolve_protocol("sclip", "ade20k").segmenter.pamr
+
+
+def test_naclip_settings_from_its_configs() -> None:
+    for dataset in DATASETS:
+        protocol = resolve_protocol("naclip", dataset)
+        assert protocol.segmenter.pamr
+        assert protocol.segmenter.logit_scale == 40.0
+        assert protocol.area_threshold is None
+    assert resolve_protocol("naclip", "coco-object").segmenter.probability_threshold == 0.1
+    assert resolve_protocol("naclip", "cityscapes").segmenter.short_side == 560
+
+
+def test_clearclip_settings_from_its_configs() -> None:
+    voc21 = resolve_protocol("clearclip", "voc21")
+    assert (voc21.segmenter.short_side, voc21.segmenter.slide_crop, voc21.segmenter.slide_stride) == (
+        448,
+        448,
+        224,
+    )
+    assert voc21.segmenter.logit_scale == 50.0
+    assert voc21.segmenter.probability_threshold == 0.5
+    assert voc21.segmenter.background_words == ("background",)
+    assert voc21.vocabulary == "voc21-clearclip"
+    assert voc21.precision == "fp16"
+    assert resolve_protocol("clearclip", "context60").segmenter.probability_threshold == 0.15
+    assert resolve_protocol("clearclip", "coco-object").segmenter.probability_threshold == 0.4
+    assert resolve_protocol("clearclip", "cityscapes").segmenter.slide_crop == 224
+
+
+def test_overrides_win_and_none_means_keep() -> None:
+    protocol = resolve_protocol(
+        "sclip",
+        "voc21",
+        {"method": "naclip", "short_side": 448, "slide_crop": 0, "pamr": True, "logit_scale": None},
+    )
+    assert protocol.preset == "sclip"
+    assert protocol.segmenter.method == "naclip"
+    assert protocol.segmenter.short_side == 448
+    assert protocol.segmenter.slide_crop == 0
+    assert protocol.segmenter.pamr
+    assert protocol.segmenter.logit_scale == 65.0  # None kept the preset's value
+
+
+def test_vocabulary_override_must_fit_the_dataset() -> None:
+    assert resolve_protocol(
+        "sclip", "voc21", {"vocabulary": "voc21-clearclip"}
+    ).segmenter.background_words == ("background",)
+    with pytest.raises(ConfigError, match="does not fit dataset 'voc21'"):
+        resolve_protocol("sclip", "voc21", {"vocabulary": "voc20"})
+
+
+@pytest.mark.parametrize(
+    ("preset", "dataset", "overrides", "message"),
+    [
+        ("mystery", "voc21", {}, "unknown preset"),
+        ("sclip", "kitti", {}, "unknown dataset"),
+        ("sclip", "voc21", {"neighbourhood_std": 3.0}, "cannot override"),
+        ("sclip", "voc21", {"method": "dino"}, "method must be one of"),
+        ("sclip", "voc21", {"probability_threshold": 2.0}, "probability_threshold"),
+        ("sclip", "voc21", {"area_threshold": 1.5}, "area_threshold"),
+    ],
+)
+def test_bad_presets_and_overrides(preset: str, dataset: str, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_protocol(preset, dataset, overrides)
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["eval", "--root", "r", "--out", "o", *argv])
+
+
+def test_cli_preset_defaults_to_the_method_then_naclip() -> None:
+    assert protocol_from_args(_parse("--dataset", "voc21")).preset == "naclip"
+    assert protocol_from_args(_parse("--dataset", "voc21", "--method", "clearclip")).preset == "clearclip"
+    vanilla = protocol_from_args(_parse("--dataset", "voc21", "--method", "vanilla"))
+    assert (vanilla.preset, vanilla.segmenter.method) == ("sclip", "vanilla")
+
+
+def test_cli_overrides_reach_the_protocol() -> None:
+    args = _parse(
+        "--dataset", "ade20k", "--preset", "naclip", "--no-pamr", "--short-side", "448", "--slide-crop", "0",
+        "--logit-scale", "55", "--prob-threshold", "0.2", "--templates", "short",
+    )  # fmt: skip
+    settings = protocol_from_args(args).segmenter
+    assert not settings.pamr
+    assert (settings.short_side, settings.slide_crop, settings.logit_scale) == (448, 0, 55.0)
+    assert (settings.probability_threshold, settings.templates) == (0.2, "short")
+
+
+def test_cli_keeps_fp32_on_cpu_for_an_fp16_preset() -> None:
+    args = _parse("--dataset", "voc20", "--preset", "clearclip", "--device", "cpu", "--random-weights")
+    config = model_config_from_args(args, protocol_from_args(args))
+    assert config.precision == "fp32"
+    assert config.random_init
+    assert config.device == "cpu"

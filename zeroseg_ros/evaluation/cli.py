@@ -1,0 +1,145 @@
+"""``zeroseg eval``: score a method on a benchmark with the published protocol.
+
+    zeroseg eval --dataset voc21 --root ~/data/VOCdevkit/VOC2012 --preset naclip --out runs/naclip-voc21
+
+The preset (default: the method's own, NACLIP when neither is given) sets the protocol; any setting given
+on the command line wins over it. The run writes report.md, report.json, per_class_iou.png and state.json
+(the checkpoint ``--resume`` continues from) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import torch
+
+from zeroseg_ros.config import METHODS, PRECISIONS, TEMPLATE_SETS, ModelConfig
+from zeroseg_ros.errors import ZerosegError
+from zeroseg_ros.evaluation.datasets import DATASETS, open_dataset
+from zeroseg_ros.evaluation.presets import PRESETS, Protocol, resolve_protocol
+from zeroseg_ros.evaluation.report import write_report
+from zeroseg_ros.evaluation.runner import evaluate
+from zeroseg_ros.model import resolve_device
+from zeroseg_ros.segmenter import Segmenter
+from zeroseg_ros.vocab import VOCABULARIES
+
+LOGGER = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` sub-command to the ``zeroseg`` parser."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate on a segmentation benchmark (mIoU) with the published protocol",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dataset", required=True, choices=tuple(DATASETS))
+    parser.add_argument(
+        "--root", required=True, help="dataset folder in its standard layout (docs/evaluation.md)"
+    )
+    parser.add_argument("--out", required=True, help="folder for the report and the resumable state")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N samples of the split")
+    parser.add_argument("--save-every", type=int, default=25, help="checkpoint every N samples (default 25)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    protocol = parser.add_argument_group("protocol (the preset's values unless given)")
+    protocol.add_argument("--preset", choices=tuple(PRESETS), help="protocol preset (default: the method's)")
+    protocol.add_argument("--method", choices=METHODS, help="last-block method (default: the preset's)")
+    protocol.add_argument("--short-side", type=int)
+    protocol.add_argument("--slide-crop", type=int, help="sliding-window size; 0 for one whole-image pass")
+    protocol.add_argument("--slide-stride", type=int)
+    protocol.add_argument("--logit-scale", type=float)
+    protocol.add_argument("--prob-threshold", type=float, help="below it a pixel is background")
+    protocol.add_argument(
+        "--pamr", action=argparse.BooleanOptionalAction, default=None, help="PAMR refinement"
+    )
+    protocol.add_argument("--templates", choices=TEMPLATE_SETS)
+    protocol.add_argument("--area-threshold", type=float, help="SCLIP's area threshold (0 turns it off)")
+    protocol.add_argument("--vocabulary", choices=tuple(VOCABULARIES), help="class-name file to prompt with")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=ModelConfig.name, help="open_clip model name (default ViT-B-16)")
+    model.add_argument("--pretrained", default=ModelConfig.pretrained, help="open_clip pretrained tag")
+    model.add_argument("--checkpoint", help="local weights file (offline machines); wins over --pretrained")
+    model.add_argument("--cache-dir", help="where open_clip keeps downloaded weights")
+    model.add_argument("--random-weights", action="store_true", help="random CLIP (smoke tests only)")
+    model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    model.add_argument("--precision", choices=PRECISIONS, help="default: the preset's on CUDA, fp32 on CPU")
+    parser.set_defaults(func=run)
+
+
+def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    if args.preset:
+        preset = args.preset
+    elif args.method is None:
+        preset = "naclip"  # the project's default method
+    elif args.method in PRESETS:
+        preset = args.method
+    else:
+        preset = "sclip"  # a method without a protocol of its own (vanilla) gets the common one
+    overrides = {
+        "method": args.method,
+        "short_side": args.short_side,
+        "slide_crop": args.slide_crop,
+        "slide_stride": args.slide_stride,
+        "logit_scale": args.logit_scale,
+        "probability_threshold": args.prob_threshold,
+        "pamr": args.pamr,
+        "templates": args.templates,
+        "area_threshold": args.area_threshold,
+        "vocabulary": args.vocabulary,
+    }
+    return resolve_protocol(preset, args.dataset, overrides)
+
+
+def model_config_from_args(args: argparse.Namespace, protocol: Protocol) -> ModelConfig:
+    precision = args.precision
+    if precision is None:
+        # The reference's precision (ClearCLIP ran fp16) where the device can run it.
+        on_cuda = resolve_device(args.device).type == "cuda"
+        precision = protocol.precision if on_cuda else "fp32"
+        if precision != protocol.precision:
+            LOGGER.warning("preset %s ran in %s; using fp32 on the CPU", protocol.preset, protocol.precision)
+    return ModelConfig(
+        name=args.model,
+        pretrained=args.pretrained,
+        checkpoint=args.checkpoint,
+        cache_dir=args.cache_dir,
+        random_init=args.random_weights,
+        device=args.device,
+        precision=precision,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        protocol = protocol_from_args(args)
+        dataset = open_dataset(args.dataset, args.root)
+        model_config = model_config_from_args(args, protocol)
+        if model_config.random_init:
+            torch.manual_seed(0)  # the same random model in a run and in its resumption
+        segmenter = Segmenter(model_config, protocol.segmenter)
+        result = evaluate(
+            segmenter,
+            dataset,
+            protocol,
+            args.out,
+            resume=args.resume,
+            limit=args.limit,
+            checkpoint_every=args.save_every,
+            progress=not args.no_progress,
+        )
+        report = write_report(result, args.out)
+    except ZerosegError as error:
+        print(f"zeroseg eval: error: {error}", file=sys.stderr)
+        return 2
+    miou = "n/a" if report["miou"] is None else f"{report['miou']:.2f}"
+    print(
+        f"{args.dataset}: mIoU {miou} over {report['samples_evaluated']} of {report['samples_in_run']} "
+        f"samples (preset {protocol.preset}); report in {args.out}/report.md"
+    )
+    return 0

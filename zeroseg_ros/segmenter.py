@@ -1,0 +1,322 @@
+"""The segmentation pipeline: frame and queries in, label map, confidence and per-query statistics out.
+
+Stages, each in one place:
+  1. check and upload the frame                      ``preprocess.check_image`` / ``FrameUploader``
+  2. resize and normalise on the device              ``preprocess.Normaliser``
+  3. dense patch embeddings (training-free last block)  ``dense.DenseCLIPEncoder``
+  4. cosine similarity to the cached text embeddings, in one pass or sliding windows
+  5. optional PAMR, upsampling to the input size, softmax, best synonym per query, threshold, argmax
+  6. per-query areas and mean scores, one copy of the results to the host
+
+On CUDA, stages 2-6 for a given frame size are recorded once as a CUDA graph and replayed, which removes the
+per-kernel launch cost that dominates a batch-1 ViT.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from zeroseg_ros.config import ModelConfig, SegmenterConfig
+from zeroseg_ros.dense import DenseCLIPEncoder
+from zeroseg_ros.errors import InferenceResourceError, InvalidImageError, InvalidQueryError
+from zeroseg_ros.model import LoadedCLIP, load_clip
+from zeroseg_ros.pamr import pamr
+from zeroseg_ros.preprocess import CHANNEL_ORDERS, FrameUploader, Normaliser, check_image, target_size
+from zeroseg_ros.text import Query, TextEncoder, parse_queries
+
+LOGGER = logging.getLogger(__name__)
+
+PAMR_ITERATIONS = 10
+PAMR_DILATIONS = (8, 16)
+
+
+@dataclass
+class SegmentationResult:
+    """What one frame gave. Label ``i`` (1-based) is ``labels[i - 1]``; 0 is background."""
+
+    labels: tuple[str, ...]
+    label_map: np.ndarray  # H x W, uint8 (uint16 past 255 queries)
+    confidence: np.ndarray  # H x W float32: the winning probability
+    scores: np.ndarray  # (Q,) float32: mean confidence over the pixels each query wins, 0 where none
+    areas: np.ndarray  # (Q,) int64: pixels each query wins
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _TextState:
+    """Everything the image side needs from the queries: fixed until the queries or settings change."""
+
+    queries: tuple[Query, ...]
+    embeddings: torch.Tensor  # (S, D) one row per phrase (background words first, then synonyms)
+    class_of_row: torch.Tensor  # (S,) the class column each row scores for
+    num_columns: int  # classes scored: queries, plus one background column when background words are set
+    label_offset: int  # label of column 0: 0 when it is the background column, else 1
+
+
+@dataclass
+class _Graph:
+    frame: torch.Tensor
+    outputs: tuple[torch.Tensor, ...]
+    graph: torch.cuda.CUDAGraph
+
+
+class Segmenter:
+    """Zero-shot segmentation of frames by text queries with training-free dense CLIP.
+
+    ``set_queries`` once (or whenever they change), then ``segment`` each frame. Methods are serialised by an
+    internal lock, so a ROS callback may change queries while a worker thread segments.
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig | None = None,
+        config: SegmenterConfig | None = None,
+        cuda_graphs: bool = True,
+        profile: bool | None = None,
+    ) -> None:
+        self.model_config = model_config or ModelConfig()
+        self._config = config or SegmenterConfig()
+        self._clip: LoadedCLIP = load_clip(self.model_config)
+        self.device = self._clip.device
+        self._use_graphs = cuda_graphs and self.device.type == "cuda"
+        # Per-stage timings need a device synchronisation between stages; free on the CPU.
+        self.profile = self.device.type == "cpu" if profile is None else profile
+        self._encoder = self._make_encoder(self._config)
+        self._text = TextEncoder(self._clip.model, self._clip.tokenizer, self.device, self._config.templates)
+        self._upload = FrameUploader(self.device)
+        self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
+        self._state: _TextState | None = None
+        self._graphs: dict[tuple[int, int, bool], _Graph] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ settings
+    @property
+    def config(self) -> SegmenterConfig:
+        return self._config
+
+    @property
+    def weights(self) -> str:
+        """Where the weights came from, e.g. ``open_clip pretrained 'openai'``."""
+        return self._clip.weights
+
+    @property
+    def queries(self) -> list[Query]:
+        return list(self._state.queries) if self._state else []
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(q.name for q in self._state.queries) if self._state else ()
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        return self._text
+
+    def set_queries(self, queries: str | Sequence[str]) -> list[Query]:
+        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on."""
+        parsed = parse_queries(queries)
+        with self._lock:
+            self._state = self._text_state(parsed, self._config)
+            self._graphs.clear()
+            return parsed
+
+    def update_config(self, **changes: object) -> SegmenterConfig:
+        """Change segmentation settings at run time, e.g. ``update_config(probability_threshold=0.3)``."""
+        with self._lock:
+            new = self._config.replace(**changes)
+            if (new.method, new.neighbourhood_std) != (self._config.method, self._config.neighbourhood_std):
+                self._encoder = self._make_encoder(new)
+            self._text.set_templates(new.templates)
+            if self._state is not None:
+                self._state = self._text_state(list(self._state.queries), new)
+            self._config = new
+            self._graphs.clear()
+            return new
+
+    def _make_encoder(self, config: SegmenterConfig) -> DenseCLIPEncoder:
+        return DenseCLIPEncoder(self._clip.model.visual, config.method, config.neighbourhood_std)
+
+    def _text_state(self, queries: list[Query], config: SegmenterConfig) -> _TextState:
+        query_phrases = {p.lower() for q in queries for p in q.synonyms}
+        # A query wins over a background word of the same name: the user asked for it explicitly.
+        background = [w for w in dict.fromkeys(config.background_words) if w.lower() not in query_phrases]
+        offset = 1 if background else 0
+        rows: list[str] = list(background)
+        columns: list[int] = [0] * len(background)
+        for index, query in enumerate(queries):
+            rows.extend(query.synonyms)
+            columns.extend([index + offset] * len(query.synonyms))
+        if len(rows) > config.max_queries:
+            raise InvalidQueryError(
+                f"{len(rows)} phrases (queries, synonyms and background words) exceed max_queries "
+                f"({config.max_queries}); segment fewer labels at a time"
+            )
+        embeddings = self._text.encode(rows).to(self._clip.dtype)
+        return _TextState(
+            queries=tuple(queries),
+            embeddings=embeddings,
+            class_of_row=torch.tensor(columns, device=self.device),
+            num_columns=len(queries) + offset,
+            label_offset=0 if background else 1,
+        )
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def segment(self, image: np.ndarray, channel_order: str = "rgb") -> SegmentationResult:
+        """Segment one ``H x W x 3`` uint8 frame (``rgb`` or ``bgr``; ``H x W`` grey also accepted)."""
+        if channel_order not in CHANNEL_ORDERS:
+            raise InvalidImageError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        image = check_image(image, self._config.max_pixels)
+        with self._lock:
+            state = self._state
+            if state is None:
+                raise InvalidQueryError("no queries set: call set_queries('person, car') before segment()")
+            try:
+                return self._segment(image, channel_order == "bgr", state)
+            except torch.cuda.OutOfMemoryError as error:
+                self._graphs.clear()
+                torch.cuda.empty_cache()
+                height, width = image.shape[:2]
+                raise InferenceResourceError(
+                    f"{self.device} ran out of memory segmenting a {width} x {height} frame with "
+                    f"{len(state.queries)} queries; lower short_side, use fewer queries or a smaller model"
+                ) from error
+
+    def warmup(self, sizes: Sequence[tuple[int, int]]) -> None:
+        """Run (and on CUDA, record) the pipeline for ``(height, width)`` frame sizes before the first frame."""
+        for height, width in sizes:
+            self.segment(np.zeros((height, width, 3), dtype=np.uint8))
+
+    def _segment(self, image: np.ndarray, bgr: bool, state: _TextState) -> SegmentationResult:
+        timer = _StageTimer(self.device, self.profile)
+        key = (image.shape[0], image.shape[1], bgr)
+        if self._use_graphs and key not in self._graphs:
+            self._graphs[key] = self._record(image, bgr, state)
+        if self._use_graphs:
+            recorded = self._graphs[key]
+            self._upload(image, out=recorded.frame)
+            recorded.graph.replay()
+            label_map, confidence, areas, score_sums = recorded.outputs
+        else:
+            frame = self._upload(image)
+            label_map, confidence, areas, score_sums = self._infer(frame, bgr, state, timer)
+        host = [t.cpu() for t in (label_map, confidence, areas, score_sums)]
+        timer.lap("postprocess")
+        label_map_np, confidence_np, areas_np, sums_np = (t.numpy() for t in host)
+        areas_np = areas_np[1:].astype(np.int64)
+        scores = np.divide(sums_np[1:], np.maximum(areas_np, 1)).astype(np.float32)
+        dtype = np.uint8 if len(state.queries) <= 255 else np.uint16
+        return SegmentationResult(
+            labels=tuple(q.name for q in state.queries),
+            label_map=label_map_np.astype(dtype, copy=False),
+            confidence=confidence_np,
+            scores=scores,
+            areas=areas_np,
+            timings_ms=timer.laps,
+        )
+
+    def _record(self, image: np.ndarray, bgr: bool, state: _TextState) -> _Graph:
+        """Record the device part of the pipeline for this frame size as a CUDA graph."""
+        frame = self._upload(image).clone()
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
+            for _ in range(2):
+                self._infer(frame, bgr, state, _StageTimer(self.device, False))
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = self._infer(frame, bgr, state, _StageTimer(self.device, False))
+        LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
+        return _Graph(frame=frame, outputs=outputs, graph=graph)
+
+    def _infer(
+        self, frame: torch.Tensor, bgr: bool, state: _TextState, timer: _StageTimer
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Device part: ``H x W x 3`` uint8 frame to label map, confidence, per-label areas and score sums."""
+        config = self._config
+        height, width = frame.shape[:2]
+        size = target_size(height, width, config.short_side, max(self._encoder.patch_size))
+        pixels = self._normalise(frame, size, bgr)
+        timer.lap("preprocess")
+
+        if config.slide_crop > 0:
+            logits = self._slide_logits(pixels, state.embeddings)
+        else:
+            logits = self._patch_logits(pixels, state.embeddings)
+        timer.lap("encode_image")
+        if config.pamr or config.slide_crop > 0:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if config.pamr:
+            logits = pamr(pixels, logits, PAMR_ITERATIONS, PAMR_DILATIONS)
+        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+        probabilities = torch.softmax(logits[0].float() * config.logit_scale, dim=0)
+        if probabilities.shape[0] != state.num_columns:  # synonyms or background words: best phrase per class
+            index = state.class_of_row.view(-1, 1, 1).expand_as(probabilities)
+            probabilities = probabilities.new_zeros((state.num_columns, height, width)).scatter_reduce_(
+                0, index, probabilities, "amax"
+            )
+        timer.lap("similarity")
+
+        confidence, column = probabilities.max(dim=0)
+        label_map = (column + state.label_offset).masked_fill_(confidence < config.probability_threshold, 0)
+        label_map = label_map.to(torch.uint8 if len(state.queries) <= 255 else torch.int32)
+        flat = label_map.flatten().long()
+        bins = len(state.queries) + 1
+        areas = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, torch.ones_like(confidence).flatten())
+        score_sums = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, confidence.flatten())
+        return label_map, confidence, areas, score_sums
+
+    def _patch_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of every patch to every phrase: ``(B, S, h, w)``."""
+        features = self._encoder(pixels)
+        return torch.einsum("bdhw,sd->bshw", features, embeddings.float())
+
+    def _slide_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """Sliding-window logits at the input's size: crops in one batch, overlaps averaged (as mmseg does)."""
+        crop, stride = self._config.slide_crop, self._config.slide_stride
+        height, width = pixels.shape[-2:]
+        crop_h, crop_w = min(crop, height), min(crop, width)
+        boxes = []
+        for row in range(max(height - crop + stride - 1, 0) // stride + 1):
+            for col in range(max(width - crop + stride - 1, 0) // stride + 1):
+                bottom, right = min(row * stride + crop, height), min(col * stride + crop, width)
+                boxes.append((bottom - crop_h, right - crop_w))
+        crops = torch.cat([pixels[..., top : top + crop_h, left : left + crop_w] for top, left in boxes])
+        crop_logits = F.interpolate(
+            self._patch_logits(crops, embeddings), size=(crop_h, crop_w), mode="bilinear", align_corners=False
+        )
+        total = pixels.new_zeros((1, embeddings.shape[0], height, width), dtype=torch.float32)
+        count = pixels.new_zeros((1, 1, height, width), dtype=torch.float32)
+        for (top, left), logits in zip(boxes, crop_logits, strict=True):
+            total[..., top : top + crop_h, left : left + crop_w] += logits
+            count[..., top : top + crop_h, left : left + crop_w] += 1
+        return total / count
+
+
+class _StageTimer:
+    """Wall-clock time per pipeline stage; synchronises the device between stages only when profiling."""
+
+    def __init__(self, device: torch.device, enabled: bool) -> None:
+        self._sync: Callable[[], None] = (
+            (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+        )
+        self._enabled = enabled
+        self._start = self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        if self._enabled:
+            self._sync()
+            now = time.perf_counter()
+            self.laps[stage] = (now - self._last) * 1000.0
+        self._last = now
+        self.laps["total"] = (now - self._start) * 1000.0
