@@ -185,3 +185,48 @@ def test_no_queries_yet_is_a_clear_error():
 def test_bad_settings_are_config_errors(segmenter, changes):
     with pytest.raises(ConfigError):
         segmenter.update_config(**changes)
+
+
+class _FixedSizeEncoder:
+    """An exported-engine stand-in: the PyTorch encoder behind the ImageEncoder protocol, counting calls."""
+
+    def __init__(self, encoder, input_size):
+        self.encoder, self.input_size, self.method, self.calls = encoder, input_size, encoder.method, 0
+
+    def __call__(self, pixels):
+        self.calls += 1
+        assert tuple(pixels.shape[-2:]) == self.input_size
+        return self.encoder(pixels)
+
+
+def test_an_image_encoder_engine_replaces_the_torch_encoder(segmenter):
+    image = _image(96, 128, seed=6)
+    reference = segmenter.segment(image)  # short_side 96 -> the model sees 96 x 128
+    engine = _FixedSizeEncoder(segmenter._encoder, (96, 128))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with_engine = Segmenter(ModelConfig(random_init=True, device="cpu"), BASE, image_encoder=engine)
+    with_engine._clip = segmenter._clip  # same weights for the text side
+    with_engine._text = segmenter._text
+    with_engine.set_queries("cat, dog, car")
+    result = with_engine.segment(image)
+    assert engine.calls == 1
+    np.testing.assert_array_equal(result.label_map, reference.label_map)
+    assert with_engine.segment(_image(50, 70)).label_map.shape == (50, 70)  # any frame: resized to the engine's input
+    with pytest.raises(ConfigError, match="computes method"):
+        with_engine.update_config(method="sclip")
+    with pytest.raises(ConfigError, match="sliding crops"):
+        with_engine.update_config(slide_crop=64, slide_stride=32)
+
+
+@pytest.mark.parametrize("channel_order", ["rgb", "bgr"])
+def test_device_overlay_equals_the_numpy_blend(segmenter, channel_order):
+    from zeroseg_ros.overlay import blend, palette
+
+    image = _image(seed=7)
+    result = segmenter.segment(image, channel_order=channel_order, overlay_alpha=0.4)
+    colours = palette(3) if channel_order == "rgb" else palette(3)[:, ::-1]
+    expected = blend(image, result.label_map, colours, 0.4)
+    assert result.overlay.dtype == np.uint8
+    assert np.abs(result.overlay.astype(int) - expected).max() <= 1  # rounding of float32 vs float64
+    assert segmenter.segment(image).overlay is None

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,8 +27,9 @@ import torch.nn.functional as F
 
 from zeroseg_ros.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.dense import DenseCLIPEncoder
-from zeroseg_ros.errors import InferenceResourceError, InvalidImageError, InvalidQueryError
+from zeroseg_ros.errors import ConfigError, InferenceResourceError, InvalidImageError, InvalidQueryError
 from zeroseg_ros.model import LoadedCLIP, load_clip
+from zeroseg_ros.overlay import palette
 from zeroseg_ros.pamr import pamr
 from zeroseg_ros.preprocess import CHANNEL_ORDERS, FrameUploader, Normaliser, check_image, target_size
 from zeroseg_ros.text import Query, TextEncoder, parse_queries
@@ -36,6 +38,19 @@ LOGGER = logging.getLogger(__name__)
 
 PAMR_ITERATIONS = 10
 PAMR_DILATIONS = (8, 16)
+
+
+class ImageEncoder(Protocol):
+    """An exported dense image encoder (ONNX Runtime, TensorRT) that can stand in for ``DenseCLIPEncoder``.
+
+    It maps normalised pixels ``(B, 3, H, W)`` to unit patch embeddings ``(B, D, H / p, W / p)`` as torch tensors
+    on the segmenter's device; engines are built for one input size and one method, which they declare.
+    """
+
+    input_size: tuple[int, int]
+    method: str
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -48,6 +63,7 @@ class SegmentationResult:
     scores: np.ndarray  # (Q,) float32: mean confidence over the pixels each query wins, 0 where none
     areas: np.ndarray  # (Q,) int64: pixels each query wins
     timings_ms: dict[str, float] = field(default_factory=dict)
+    overlay: np.ndarray | None = None  # H x W x 3 uint8 in the input's channel order, when asked for
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class _TextState:
     class_of_row: torch.Tensor  # (S,) the class column each row scores for
     num_columns: int  # classes scored: queries, plus one background column when background words are set
     label_offset: int  # label of column 0: 0 when it is the background column, else 1
+    colours: torch.Tensor  # (Q + 1, 3) float RGB overlay colour of each label, as overlay.palette
 
 
 @dataclass
@@ -81,6 +98,7 @@ class Segmenter:
         config: SegmenterConfig | None = None,
         cuda_graphs: bool = True,
         profile: bool | None = None,
+        image_encoder: ImageEncoder | None = None,
     ) -> None:
         self.model_config = model_config or ModelConfig()
         self._config = config or SegmenterConfig()
@@ -89,6 +107,8 @@ class Segmenter:
         self._use_graphs = cuda_graphs and self.device.type == "cuda"
         # Per-stage timings need a device synchronisation between stages; free on the CPU.
         self.profile = self.device.type == "cpu" if profile is None else profile
+        self._engine = image_encoder
+        self._check_engine(self._config)
         self._encoder = self._make_encoder(self._config)
         self._text = TextEncoder(self._clip.model, self._clip.tokenizer, self.device, self._config.templates)
         self._upload = FrameUploader(self.device)
@@ -131,6 +151,7 @@ class Segmenter:
         """Change segmentation settings at run time, e.g. ``update_config(probability_threshold=0.3)``."""
         with self._lock:
             new = self._config.replace(**changes)
+            self._check_engine(new)
             if (new.method, new.neighbourhood_std) != (self._config.method, self._config.neighbourhood_std):
                 self._encoder = self._make_encoder(new)
             self._text.set_templates(new.templates)
@@ -142,6 +163,25 @@ class Segmenter:
 
     def _make_encoder(self, config: SegmenterConfig) -> DenseCLIPEncoder:
         return DenseCLIPEncoder(self._clip.model.visual, config.method, config.neighbourhood_std)
+
+    def _check_engine(self, config: SegmenterConfig) -> None:
+        """An exported encoder fixes the method and the size the model sees; settings must agree with it."""
+        engine = self._engine
+        if engine is None:
+            return
+        if config.method != engine.method:
+            raise ConfigError(f"the image encoder engine computes method {engine.method!r}, not {config.method!r}")
+        if config.slide_crop and (config.slide_crop, config.slide_crop) != tuple(engine.input_size):
+            raise ConfigError(
+                f"sliding crops of {config.slide_crop} need an engine built for {config.slide_crop} x "
+                f"{config.slide_crop} input, this one takes {engine.input_size}"
+            )
+
+    def _model_input_size(self, height: int, width: int) -> tuple[int, int]:
+        config = self._config
+        if self._engine is not None and not config.slide_crop:
+            return tuple(self._engine.input_size)  # type: ignore[return-value]
+        return target_size(height, width, config.short_side, max(self._encoder.patch_size))
 
     def _text_state(self, queries: list[Query], config: SegmenterConfig) -> _TextState:
         query_phrases = {p.lower() for q in queries for p in q.synonyms}
@@ -165,21 +205,30 @@ class Segmenter:
             class_of_row=torch.tensor(columns, device=self.device),
             num_columns=len(queries) + offset,
             label_offset=0 if background else 1,
+            colours=torch.from_numpy(palette(len(queries))).float().to(self.device),
         )
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
-    def segment(self, image: np.ndarray, channel_order: str = "rgb") -> SegmentationResult:
-        """Segment one ``H x W x 3`` uint8 frame (``rgb`` or ``bgr``; ``H x W`` grey also accepted)."""
+    def segment(
+        self, image: np.ndarray, channel_order: str = "rgb", overlay_alpha: float | None = None
+    ) -> SegmentationResult:
+        """Segment one ``H x W x 3`` uint8 frame (``rgb`` or ``bgr``; ``H x W`` grey also accepted).
+
+        With ``overlay_alpha`` the result also holds the frame with each label's colour blended in, drawn on
+        the device with the rest of the pipeline (add a legend with ``overlay.draw_legend``).
+        """
         if channel_order not in CHANNEL_ORDERS:
             raise InvalidImageError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        if overlay_alpha is not None and not 0.0 <= overlay_alpha <= 1.0:
+            raise ConfigError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
         image = check_image(image, self._config.max_pixels)
         with self._lock:
             state = self._state
             if state is None:
                 raise InvalidQueryError("no queries set: call set_queries('person, car') before segment()")
             try:
-                return self._segment(image, channel_order == "bgr", state)
+                return self._segment(image, channel_order == "bgr", state, overlay_alpha)
             except torch.cuda.OutOfMemoryError as error:
                 self._graphs.clear()
                 torch.cuda.empty_cache()
@@ -194,22 +243,22 @@ class Segmenter:
         for height, width in sizes:
             self.segment(np.zeros((height, width, 3), dtype=np.uint8))
 
-    def _segment(self, image: np.ndarray, bgr: bool, state: _TextState) -> SegmentationResult:
+    def _segment(
+        self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None
+    ) -> SegmentationResult:
         timer = _StageTimer(self.device, self.profile)
-        key = (image.shape[0], image.shape[1], bgr)
+        key = (image.shape[0], image.shape[1], bgr, overlay_alpha)
         if self._use_graphs and key not in self._graphs:
-            self._graphs[key] = self._record(image, bgr, state)
+            self._graphs[key] = self._record(image, bgr, state, overlay_alpha)
         if self._use_graphs:
             recorded = self._graphs[key]
             self._upload(image, out=recorded.frame)
             recorded.graph.replay()
-            label_map, confidence, areas, score_sums = recorded.outputs
+            outputs = recorded.outputs
         else:
-            frame = self._upload(image)
-            label_map, confidence, areas, score_sums = self._infer(frame, bgr, state, timer)
-        host = [t.cpu() for t in (label_map, confidence, areas, score_sums)]
+            outputs = self._infer(self._upload(image), bgr, state, timer, overlay_alpha)
+        label_map_np, confidence_np, areas_np, sums_np, *overlay = (t.cpu().numpy() for t in outputs)
         timer.lap("postprocess")
-        label_map_np, confidence_np, areas_np, sums_np = (t.numpy() for t in host)
         areas_np = areas_np[1:].astype(np.int64)
         scores = np.divide(sums_np[1:], np.maximum(areas_np, 1)).astype(np.float32)
         dtype = np.uint8 if len(state.queries) <= 255 else np.uint16
@@ -220,30 +269,32 @@ class Segmenter:
             scores=scores,
             areas=areas_np,
             timings_ms=timer.laps,
+            overlay=overlay[0] if overlay else None,
         )
 
-    def _record(self, image: np.ndarray, bgr: bool, state: _TextState) -> _Graph:
+    def _record(self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None) -> _Graph:
         """Record the device part of the pipeline for this frame size as a CUDA graph."""
         frame = self._upload(image).clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
             for _ in range(2):
-                self._infer(frame, bgr, state, _StageTimer(self.device, False))
+                self._infer(frame, bgr, state, _StageTimer(self.device, False), overlay_alpha)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            outputs = self._infer(frame, bgr, state, _StageTimer(self.device, False))
+            outputs = self._infer(frame, bgr, state, _StageTimer(self.device, False), overlay_alpha)
         LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
         return _Graph(frame=frame, outputs=outputs, graph=graph)
 
     def _infer(
-        self, frame: torch.Tensor, bgr: bool, state: _TextState, timer: _StageTimer
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Device part: ``H x W x 3`` uint8 frame to label map, confidence, per-label areas and score sums."""
+        self, frame: torch.Tensor, bgr: bool, state: _TextState, timer: _StageTimer, overlay_alpha: float | None
+    ) -> tuple[torch.Tensor, ...]:
+        """Device part: ``H x W x 3`` uint8 frame to label map, confidence, per-label areas and score sums, and
+        the overlay when ``overlay_alpha`` is given."""
         config = self._config
         height, width = frame.shape[:2]
-        size = target_size(height, width, config.short_side, max(self._encoder.patch_size))
+        size = self._model_input_size(height, width)
         pixels = self._normalise(frame, size, bgr)
         timer.lap("preprocess")
 
@@ -272,11 +323,17 @@ class Segmenter:
         bins = len(state.queries) + 1
         areas = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, torch.ones_like(confidence).flatten())
         score_sums = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, confidence.flatten())
-        return label_map, confidence, areas, score_sums
+        if overlay_alpha is None:
+            return label_map, confidence, areas, score_sums
+        colours = state.colours.flip(1) if bgr else state.colours
+        painted = frame.float() * (1.0 - overlay_alpha) + colours[flat].view(height, width, 3) * overlay_alpha
+        overlay = torch.where((label_map > 0).unsqueeze(-1), painted.round(), frame.float()).to(torch.uint8)
+        timer.lap("overlay")
+        return label_map, confidence, areas, score_sums, overlay
 
     def _patch_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every patch to every phrase: ``(B, S, h, w)``."""
-        features = self._encoder(pixels)
+        features = self._encoder(pixels) if self._engine is None else self._engine(pixels)
         return torch.einsum("bdhw,sd->bshw", features, embeddings.float())
 
     def _slide_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
