@@ -23,6 +23,7 @@ setup(
         "tqdm",
         "pillow",
         "PyYAML",
+        "matplotlib",
     ],
     entry_points={
         "console_scripts": [

@@ -88,9 +88,7 @@ def test_voc20_and_context59_drop_the_background_class() -> None:
     np.testing.assert_array_equal(reduce_zero_label(raw), [[255, 0, 19, 255]])
 
 
-@pytest.mark.parametrize(
-    ("name", "parent"), [("voc21", "VOCdevkit/VOC2012"), ("ade20k", "ADEChallengeData2016")]
-)
+@pytest.mark.parametrize(("name", "parent"), [("voc21", "VOCdevkit/VOC2012"), ("ade20k", "ADEChallengeData2016")])
 def test_root_may_be_the_parent_of_the_usual_folder(tmp_path: Path, name: str, parent: str) -> None:
     write_layout(tmp_path / parent, name)
     assert open_dataset(name, tmp_path).root == tmp_path / parent
@@ -111,7 +109,7 @@ def test_missing_root_and_unknown_dataset(tmp_path: Path) -> None:
 def test_missing_split_file(tmp_path: Path) -> None:
     write_layout(tmp_path, "voc21")
     (tmp_path / "ImageSets/Segmentation/val.txt").unlink()
-    with pytest.raises(ConfigError, match="split file .* is missing"):
+    with pytest.raises(ConfigError, match=r"split file .* is missing"):
         open_dataset("voc21", tmp_path)
 
 
@@ -137,7 +135,7 @@ def test_missing_label_file_is_reported_when_opening(tmp_path: Path) -> None:
     write_layout(tmp_path, "coco-stuff", label_mode="L")
     dataset = open_dataset("coco-stuff", tmp_path)
     dataset.label_path(dataset.ids[0]).unlink()
-    with pytest.raises(ConfigError, match="label file .* is missing"):
+    with pytest.raises(ConfigError, match=r"label file .* is missing"):
         open_dataset("coco-stuff", tmp_path)
 
 

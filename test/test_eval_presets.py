@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.evaluation.cli import model_config_from_args, protocol_from_args, register
+from zeroseg_ros.evaluation.cli import model_config_from_eval_args, protocol_from_args, register
 from zeroseg_ros.evaluation.datasets import DATASETS
 from zeroseg_ros.evaluation.presets import PRESETS, resolve_protocol
 from zeroseg_ros.vocab import load_vocabulary
@@ -87,9 +87,9 @@ def test_overrides_win_and_none_means_keep() -> None:
 
 
 def test_vocabulary_override_must_fit_the_dataset() -> None:
-    assert resolve_protocol(
-        "sclip", "voc21", {"vocabulary": "voc21-clearclip"}
-    ).segmenter.background_words == ("background",)
+    assert resolve_protocol("sclip", "voc21", {"vocabulary": "voc21-clearclip"}).segmenter.background_words == (
+        "background",
+    )
     with pytest.raises(ConfigError, match="does not fit dataset 'voc21'"):
         resolve_protocol("sclip", "voc21", {"vocabulary": "voc20"})
 
@@ -126,7 +126,7 @@ def test_cli_preset_defaults_to_the_method_then_naclip() -> None:
 def test_cli_overrides_reach_the_protocol() -> None:
     args = _parse(
         "--dataset", "ade20k", "--preset", "naclip", "--no-pamr", "--short-side", "448", "--slide-crop", "0",
-        "--logit-scale", "55", "--prob-threshold", "0.2", "--templates", "short",
+        "--logit-scale", "55", "--threshold", "0.2", "--templates", "short",
     )  # fmt: skip
     settings = protocol_from_args(args).segmenter
     assert not settings.pamr
@@ -136,7 +136,7 @@ def test_cli_overrides_reach_the_protocol() -> None:
 
 def test_cli_keeps_fp32_on_cpu_for_an_fp16_preset() -> None:
     args = _parse("--dataset", "voc20", "--preset", "clearclip", "--device", "cpu", "--random-weights")
-    config = model_config_from_args(args, protocol_from_args(args))
+    config = model_config_from_eval_args(args, protocol_from_args(args))
     assert config.precision == "fp32"
     assert config.random_init
     assert config.device == "cpu"

@@ -16,9 +16,7 @@ from zeroseg_ros.image_codec import (
     image_to_segmenter_input,
 )
 
-sensor_msgs = pytest.importorskip(
-    "sensor_msgs.msg", reason="sensor_msgs (ros-sensor-msgs wheel) not installed"
-)
+sensor_msgs = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs (ros-sensor-msgs wheel) not installed")
 Image = sensor_msgs.Image
 CompressedImage = sensor_msgs.CompressedImage
 
@@ -185,9 +183,7 @@ def test_bad_compressed_images_are_refused(image_format: str, data: bytes, messa
         compressed_to_segmenter_input(msg)
 
 
-@pytest.mark.skipif(
-    not image_codec.bridge_available(), reason="cv_bridge is not importable (no ROS 2 apt install)"
-)
+@pytest.mark.skipif(not image_codec.bridge_available(), reason="cv_bridge is not importable (no ROS 2 apt install)")
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
 @pytest.mark.parametrize("padding", [0, 5])
 def test_cv_bridge_and_numpy_paths_agree(encoding: str, padding: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -59,3 +61,12 @@ def test_uploader_copies_into_a_given_buffer():
     assert upload(image, out=buffer) is buffer
     assert (buffer.numpy() == image).all()
     assert (upload(image[:, ::-1]).numpy() == image[:, ::-1]).all()  # non-contiguous views are fine
+
+
+def test_uploader_takes_read_only_frames_without_warning():
+    image = np.frombuffer(bytes(range(60)), dtype=np.uint8).reshape(4, 5, 3)
+    assert not image.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        uploaded = FrameUploader(torch.device("cpu"))(image)
+    assert (uploaded.numpy() == image).all()

@@ -55,8 +55,7 @@ def test_background_and_synonym_expansions_follow_the_literature() -> None:
     voc21 = load_vocabulary("voc21")
     assert voc21[0] == VOC21_BACKGROUND
     assert voc21[15] == (
-        "person|person in shirt|person in jeans|person in dress|person in sweater|person in skirt|"
-        "person in jacket"
+        "person|person in shirt|person in jeans|person in dress|person in sweater|person in skirt|person in jacket"
     )
     assert load_vocabulary("voc20") == voc21[1:]
     assert load_vocabulary("context60")[0] == "background"
@@ -116,7 +115,7 @@ def test_segment_everything_through_parse_queries() -> None:
 
 
 def test_unknown_reference_names_the_known_ones() -> None:
-    with pytest.raises(InvalidQueryError, match="unknown vocabulary 'nope'.*voc21"):
+    with pytest.raises(InvalidQueryError, match=r"unknown vocabulary 'nope'.*voc21"):
         expand_vocab_refs("cat, @nope")
 
 

@@ -64,7 +64,10 @@ class FrameUploader:
 
     def __call__(self, image: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
         """The frame on the device; copied into ``out`` (a static CUDA-graph input) when given."""
-        host = torch.from_numpy(np.ascontiguousarray(image))
+        # Frames wrapped around a ROS message buffer are read-only; torch only wraps writable memory.
+        if not image.flags.writeable or not image.flags.c_contiguous:
+            image = np.array(image, order="C")
+        host = torch.from_numpy(image)
         if self.device.type == "cuda":
             if self._pinned is None or self._pinned.shape != host.shape:
                 self._pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)

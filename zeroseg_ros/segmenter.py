@@ -282,7 +282,8 @@ class Segmenter:
                 self._infer(frame, bgr, state, _StageTimer(self.device, False), overlay_alpha)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: CUDA work of other threads (a ROS callback, say) must not invalidate this capture.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             outputs = self._infer(frame, bgr, state, _StageTimer(self.device, False), overlay_alpha)
         LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
         return _Graph(frame=frame, outputs=outputs, graph=graph)

@@ -10,17 +10,22 @@ on the command line wins over it. The run writes report.md, report.json, per_cla
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
-import sys
 
 import torch
 
-from zeroseg_ros.config import METHODS, PRECISIONS, TEMPLATE_SETS, ModelConfig
-from zeroseg_ros.errors import ZerosegError
+from zeroseg_ros.cli import (
+    add_model_arguments,
+    add_segmenter_arguments,
+    model_config_from_args,
+    segmenter_config_from_args,
+)
+from zeroseg_ros.config import ModelConfig
 from zeroseg_ros.evaluation.datasets import DATASETS, open_dataset
 from zeroseg_ros.evaluation.presets import PRESETS, Protocol, resolve_protocol
 from zeroseg_ros.evaluation.report import write_report
-from zeroseg_ros.evaluation.runner import evaluate
+from zeroseg_ros.evaluation.runner import check_out_dir, evaluate
 from zeroseg_ros.model import resolve_device
 from zeroseg_ros.segmenter import Segmenter
 from zeroseg_ros.vocab import VOCABULARIES
@@ -37,9 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dataset", required=True, choices=tuple(DATASETS))
-    parser.add_argument(
-        "--root", required=True, help="dataset folder in its standard layout (docs/evaluation.md)"
-    )
+    parser.add_argument("--root", required=True, help="dataset folder in its standard layout (docs/evaluation.md)")
     parser.add_argument("--out", required=True, help="folder for the report and the resumable state")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples of the split")
@@ -48,31 +51,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     protocol = parser.add_argument_group("protocol (the preset's values unless given)")
     protocol.add_argument("--preset", choices=tuple(PRESETS), help="protocol preset (default: the method's)")
-    protocol.add_argument("--method", choices=METHODS, help="last-block method (default: the preset's)")
-    protocol.add_argument("--short-side", type=int)
-    protocol.add_argument("--slide-crop", type=int, help="sliding-window size; 0 for one whole-image pass")
-    protocol.add_argument("--slide-stride", type=int)
-    protocol.add_argument("--logit-scale", type=float)
-    protocol.add_argument("--prob-threshold", type=float, help="below it a pixel is background")
-    protocol.add_argument(
-        "--pamr", action=argparse.BooleanOptionalAction, default=None, help="PAMR refinement"
-    )
-    protocol.add_argument("--templates", choices=TEMPLATE_SETS)
     protocol.add_argument("--area-threshold", type=float, help="SCLIP's area threshold (0 turns it off)")
     protocol.add_argument("--vocabulary", choices=tuple(VOCABULARIES), help="class-name file to prompt with")
-
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", default=ModelConfig.name, help="open_clip model name (default ViT-B-16)")
-    model.add_argument("--pretrained", default=ModelConfig.pretrained, help="open_clip pretrained tag")
-    model.add_argument("--checkpoint", help="local weights file (offline machines); wins over --pretrained")
-    model.add_argument("--cache-dir", help="where open_clip keeps downloaded weights")
-    model.add_argument("--random-weights", action="store_true", help="random CLIP (smoke tests only)")
-    model.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    model.add_argument("--precision", choices=PRECISIONS, help="default: the preset's on CUDA, fp32 on CPU")
+    add_segmenter_arguments(parser)
+    add_model_arguments(parser)
+    # None: the preset's precision on CUDA (ClearCLIP ran fp16), fp32 on the CPU
+    parser.set_defaults(precision=None)
     parser.set_defaults(func=run)
 
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    """The preset's protocol for ``--dataset`` with every option given on the command line applied."""
     if args.preset:
         preset = args.preset
     elif args.method is None:
@@ -81,62 +70,42 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
         preset = args.method
     else:
         preset = "sclip"  # a method without a protocol of its own (vanilla) gets the common one
-    overrides = {
-        "method": args.method,
-        "short_side": args.short_side,
-        "slide_crop": args.slide_crop,
-        "slide_stride": args.slide_stride,
-        "logit_scale": args.logit_scale,
-        "probability_threshold": args.prob_threshold,
-        "pamr": args.pamr,
-        "templates": args.templates,
-        "area_threshold": args.area_threshold,
-        "vocabulary": args.vocabulary,
-    }
-    return resolve_protocol(preset, args.dataset, overrides)
+    protocol = resolve_protocol(
+        preset, args.dataset, {"area_threshold": args.area_threshold, "vocabulary": args.vocabulary}
+    )
+    return dataclasses.replace(protocol, segmenter=segmenter_config_from_args(args, base=protocol.segmenter))
 
 
-def model_config_from_args(args: argparse.Namespace, protocol: Protocol) -> ModelConfig:
+def model_config_from_eval_args(args: argparse.Namespace, protocol: Protocol) -> ModelConfig:
+    """``zeroseg_ros.cli.model_config_from_args`` with the preset's precision where the device runs it."""
     precision = args.precision
     if precision is None:
-        # The reference's precision (ClearCLIP ran fp16) where the device can run it.
         on_cuda = resolve_device(args.device).type == "cuda"
         precision = protocol.precision if on_cuda else "fp32"
         if precision != protocol.precision:
             LOGGER.warning("preset %s ran in %s; using fp32 on the CPU", protocol.preset, protocol.precision)
-    return ModelConfig(
-        name=args.model,
-        pretrained=args.pretrained,
-        checkpoint=args.checkpoint,
-        cache_dir=args.cache_dir,
-        random_init=args.random_weights,
-        device=args.device,
-        precision=precision,
-    )
+    return model_config_from_args(argparse.Namespace(**{**vars(args), "precision": precision}))
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        protocol = protocol_from_args(args)
-        dataset = open_dataset(args.dataset, args.root)
-        model_config = model_config_from_args(args, protocol)
-        if model_config.random_init:
-            torch.manual_seed(0)  # the same random model in a run and in its resumption
-        segmenter = Segmenter(model_config, protocol.segmenter)
-        result = evaluate(
-            segmenter,
-            dataset,
-            protocol,
-            args.out,
-            resume=args.resume,
-            limit=args.limit,
-            checkpoint_every=args.save_every,
-            progress=not args.no_progress,
-        )
-        report = write_report(result, args.out)
-    except ZerosegError as error:
-        print(f"zeroseg eval: error: {error}", file=sys.stderr)
-        return 2
+    protocol = protocol_from_args(args)
+    dataset = open_dataset(args.dataset, args.root)
+    check_out_dir(args.out, args.resume)  # before the model loads: a refusal should be quick
+    model_config = model_config_from_eval_args(args, protocol)
+    if model_config.random_init:
+        torch.manual_seed(0)  # the same random model in a run and in its resumption
+    segmenter = Segmenter(model_config, protocol.segmenter)
+    result = evaluate(
+        segmenter,
+        dataset,
+        protocol,
+        args.out,
+        resume=args.resume,
+        limit=args.limit,
+        checkpoint_every=args.save_every,
+        progress=not args.no_progress,
+    )
+    report = write_report(result, args.out)
     miou = "n/a" if report["miou"] is None else f"{report['miou']:.2f}"
     print(
         f"{args.dataset}: mIoU {miou} over {report['samples_evaluated']} of {report['samples_in_run']} "

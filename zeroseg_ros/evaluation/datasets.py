@@ -90,12 +90,8 @@ _COCO_FILES = {
 _SPECS = (
     DatasetSpec("voc21", "Pascal VOC 2012 val, with background", 21, reduce_zero_label=False, **_VOC_FILES),
     DatasetSpec("voc20", "Pascal VOC 2012 val, without background", 20, reduce_zero_label=True, **_VOC_FILES),
-    DatasetSpec(
-        "context60", "Pascal Context val, with background", 60, reduce_zero_label=False, **_CONTEXT_FILES
-    ),
-    DatasetSpec(
-        "context59", "Pascal Context val, without background", 59, reduce_zero_label=True, **_CONTEXT_FILES
-    ),
+    DatasetSpec("context60", "Pascal Context val, with background", 60, reduce_zero_label=False, **_CONTEXT_FILES),
+    DatasetSpec("context59", "Pascal Context val, without background", 59, reduce_zero_label=True, **_CONTEXT_FILES),
     DatasetSpec(
         "coco-object",
         "COCO-Object val2017 (background + 80 things)",
@@ -103,9 +99,7 @@ _SPECS = (
         label_suffix="_instanceTrainIds.png",
         **_COCO_FILES,
     ),
-    DatasetSpec(
-        "coco-stuff", "COCO-Stuff 164k val2017", 171, label_suffix="_labelTrainIds.png", **_COCO_FILES
-    ),
+    DatasetSpec("coco-stuff", "COCO-Stuff 164k val2017", 171, label_suffix="_labelTrainIds.png", **_COCO_FILES),
     DatasetSpec(
         "cityscapes",
         "Cityscapes val (fine annotations)",
@@ -156,9 +150,7 @@ class SegmentationDataset:
         image = _read_image(self.image_path(sample_id), rgb=True)
         label = _read_image(self.label_path(sample_id), rgb=False)
         if label.ndim != 2:
-            raise ConfigError(
-                f"{self.label_path(sample_id)}: label image must hold one channel, got {label.shape}"
-            )
+            raise ConfigError(f"{self.label_path(sample_id)}: label image must hold one channel, got {label.shape}")
         if label.shape != image.shape[:2]:
             raise ConfigError(
                 f"{sample_id}: label size {label.shape} differs from image size {image.shape[:2]} "
@@ -224,9 +216,7 @@ def _list_ids(spec: DatasetSpec, root: Path) -> list[str]:
     image_root = root / spec.image_dir
     suffix = spec.image_suffix
     return sorted(
-        str(path.relative_to(image_root))[: -len(suffix)]
-        for path in image_root.rglob(f"*{suffix}")
-        if path.is_file()
+        str(path.relative_to(image_root))[: -len(suffix)] for path in image_root.rglob(f"*{suffix}") if path.is_file()
     )
 
 

@@ -45,18 +45,11 @@ class ConfusionMatrix:
         gt, pred = gt[valid], pred[valid]
         k = self.num_classes
         if gt.size and (gt.min() < 0 or gt.max() >= k):
-            raise ValueError(
-                f"ground truth holds labels outside [0, {k}) and {IGNORE_INDEX}: {np.unique(gt)}"
-            )
+            raise ValueError(f"ground truth holds labels outside [0, {k}) and {IGNORE_INDEX}: {np.unique(gt)}")
         if pred.size and (pred.min() < NO_PREDICTION or pred.max() >= k):
             raise ValueError(f"prediction holds labels outside [0, {k}) and {NO_PREDICTION}")
         pred = np.where(pred == NO_PREDICTION, k, pred)
         self.counts += np.bincount(gt * (k + 1) + pred, minlength=k * (k + 1)).reshape(k, k + 1)
-
-    def merge(self, other: ConfusionMatrix) -> None:
-        if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes} classes")
-        self.counts += other.counts
 
     def metrics(self) -> SegmentationMetrics:
         return compute_metrics(self.counts)

@@ -119,10 +119,6 @@ OVERRIDABLE = (
 )
 
 
-def preset_names() -> tuple[str, ...]:
-    return tuple(PRESETS)
-
-
 def resolve_protocol(preset: str, dataset: str, overrides: dict[str, Any] | None = None) -> Protocol:
     """The protocol of ``preset`` on ``dataset`` with ``overrides`` (``None`` values are ignored) applied.
 

@@ -129,15 +129,15 @@ def evaluate(
         raise ConfigError(f"protocol is for {protocol.dataset!r}, dataset is {dataset.spec.name!r}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
+    if checkpoint_every < 1:
+        raise ConfigError(f"the checkpoint interval must be at least 1 sample, got {checkpoint_every}")
     ids = dataset.ids[:limit] if limit else list(dataset.ids)
 
     settings = protocol.segmenter
     segmenter.update_config(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})
     segmenter.set_queries(list(protocol.queries))
     if len(segmenter.labels) != len(protocol.queries):
-        raise ConfigError(
-            f"segmenter took {len(segmenter.labels)} labels for {len(protocol.queries)} classes"
-        )
+        raise ConfigError(f"segmenter took {len(segmenter.labels)} labels for {len(protocol.queries)} classes")
 
     run = EvaluationRun(
         dataset=dataset.spec.name,
@@ -182,21 +182,26 @@ def evaluate(
     return run
 
 
-def _restore(run: EvaluationRun, out: Path, resume: bool) -> None:
+def check_out_dir(out_dir: str | Path, resume: bool) -> dict[str, Any] | None:
+    """The saved state of ``out_dir`` if any; an error when there is one and ``resume`` is not set."""
+    out = Path(out_dir)
     state = load_state(out)
+    if state is not None and not resume:
+        raise ConfigError(
+            f"{out / STATE_FILE} holds a previous run ({len(state.get('processed', []))} samples); pass "
+            "--resume to continue it, or choose another --out"
+        )
+    return state
+
+
+def _restore(run: EvaluationRun, out: Path, resume: bool) -> None:
+    state = check_out_dir(out, resume)
     if state is None:
         if resume:
             LOGGER.info("no saved state in %s: starting from the first sample", out)
         return
-    if not resume:
-        raise ConfigError(
-            f"{out / STATE_FILE} holds a previous run ({len(state['processed'])} samples); pass --resume to "
-            "continue it, or choose another --out"
-        )
     mismatched = [
-        key
-        for key in ("dataset", "protocol", "model")
-        if state[key] != json.loads(json.dumps(getattr(run, key)))
+        key for key in ("dataset", "protocol", "model") if state[key] != json.loads(json.dumps(getattr(run, key)))
     ]
     if mismatched:
         raise ConfigError(

@@ -85,9 +85,7 @@ def expand_vocab_refs(text: str) -> str:
     def classes(match: re.Match[str]) -> str:
         before, after = text[: match.start()].rstrip(), text[match.end() :].lstrip()
         if (before and not before.endswith(",")) or (after and not after.startswith(",")):
-            raise InvalidQueryError(
-                f"in queries {text!r}: {match.group(0)} must be a query of its own, between commas"
-            )
+            raise InvalidQueryError(f"in queries {text!r}: {match.group(0)} must be a query of its own, between commas")
         try:
             name = _canonical(match.group(1))
         except ConfigError as error:

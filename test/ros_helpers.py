@@ -1,0 +1,203 @@
+"""Helpers of the ROS tests: a per-run DDS domain on loopback, node processes in their own process group, and
+a test-side rclpy node that publishes frames and collects what the zeroseg node publishes.
+
+Real rclpy over FastDDS: nothing of ROS is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import yaml
+
+# One DDS domain per test run (parallel runs on one machine do not hear each other) and discovery on
+# loopback only: these tests send no traffic off the machine.
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) not installed: run scripts/setup.sh")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from zeroseg_ros.image_codec import array_to_image  # noqa: E402
+
+# The smallest useful network: a random-weight ViT-S-16 on 64-pixel inputs without prompt templates keeps a
+# frame well under a second on two CPU cores.
+FAST_NODE_PARAMETERS: dict[str, Any] = {
+    "random_weights": True,
+    "model": "ViT-S-16",
+    "device": "cpu",
+    "short_side": 64,
+    "templates": "none",
+    "diagnostics_period": 0.5,
+}
+
+LATCHED = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=1,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+def write_params(path: Path, parameters: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
+    return path
+
+
+class NodeProcess:
+    """``python -m zeroseg_ros.node`` in its own process group, its output in a log file."""
+
+    def __init__(self, tmp_path: Path, parameters: dict[str, Any], name: str = "zeroseg") -> None:
+        self.log_path = tmp_path / f"{name}.log"
+        params_file = write_params(tmp_path / f"{name}.yaml", parameters)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "zeroseg_ros.node", "--ros-args", "--params-file", str(params_file)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+@contextmanager
+def node_process(tmp_path: Path, parameters: dict[str, Any], name: str = "zeroseg") -> Iterator[NodeProcess]:
+    node = NodeProcess(tmp_path, parameters, name)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+class Probe:
+    """The test side: publishes images and queries, records every message the zeroseg node publishes."""
+
+    OUTPUTS: ClassVar[dict[str, type]] = {"mask": Image, "confidence": Image, "overlay": Image}
+
+    def __init__(self, namespace: str = "") -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("zeroseg_test_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list[Any]] = defaultdict(list)
+        prefix = f"{namespace}/" if namespace else ""
+        for topic, msg_type in self.OUTPUTS.items():
+            self._record(msg_type, prefix + topic, RELIABLE)
+        self._record(String, prefix + "labels", LATCHED)
+        self._record(DiagnosticArray, "/diagnostics", RELIABLE)
+        from zeroseg_ros.msg import Segmentation
+
+        self._record(Segmentation, prefix + "segmentation", RELIABLE)
+        self.image_pub = self.node.create_publisher(Image, prefix + "image", RELIABLE)
+        self.queries_pub = self.node.create_publisher(String, prefix + "queries", LATCHED)
+
+    def _record(self, msg_type: type, topic: str, qos: QoSProfile) -> None:
+        name = topic.rsplit("/", 1)[-1]
+        self.node.create_subscription(msg_type, topic, lambda msg: self.received[name].append(msg), qos)
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self.executor.spin_once(timeout_sec=min(remaining, 0.05))
+
+    def wait_for_node(self, node: NodeProcess, timeout: float = 90.0) -> None:
+        """Until the node's first diagnostics arrive (model loaded, publishers matched)."""
+
+        def ready() -> bool:
+            if not node.alive():
+                raise AssertionError(f"node exited with {node.process.returncode}:\n{node.log()}")
+            return bool(self.diagnostics())
+
+        self.spin_until(ready, timeout, "the node's diagnostics")
+        self.spin_until(lambda: self.image_pub.get_subscription_count() > 0, 10.0, "the node's image subscription")
+
+    def diagnostics(self) -> dict[str, str]:
+        """The key/values of the latest zeroseg diagnostics status ({} before the first)."""
+        for array in reversed(self.received["diagnostics"]):
+            for status in array.status:
+                if "zero-shot segmentation" in status.name:
+                    return {value.key: value.value for value in status.values}
+        return {}
+
+    def publish_frame(self, pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: str = "camera") -> Image:
+        msg = array_to_image(pixels, encoding, Image)
+        msg.header.frame_id = frame_id
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        self.image_pub.publish(msg)
+        return msg
+
+    def publish_queries(self, text: str) -> None:
+        self.queries_pub.publish(String(data=text))
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@contextmanager
+def probe(namespace: str = "") -> Iterator[Probe]:
+    test_probe = Probe(namespace)
+    try:
+        yield test_probe
+    finally:
+        test_probe.close()
+
+
+def stamp_ns(header: Any) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def make_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A frame with some structure (coloured blocks and noise), RGB uint8."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (height, width, 3), dtype=np.uint8)
+    image[: height // 2, : width // 2] += np.array([180, 20, 20], dtype=np.uint8)
+    image[height // 2 :, width // 2 :] += np.array([20, 180, 20], dtype=np.uint8)
+    return image

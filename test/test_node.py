@@ -1,0 +1,152 @@
+"""The zeroseg node end to end, in its own process over FastDDS: frames in, mask/confidence/overlay/
+Segmentation out with the input's header; queries changed at run time; latched queries; parameters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ros_helpers import FAST_NODE_PARAMETERS, make_frame, node_process, probe, stamp_ns
+
+from zeroseg_ros.image_codec import image_to_array
+
+pytestmark = pytest.mark.ros
+
+
+def set_parameters(test_probe, node_name: str, **values: object):
+    """Calls the node's set_parameters service; returns the per-parameter results."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = test_probe.node.create_client(SetParameters, f"/{node_name}/set_parameters")
+    assert client.wait_for_service(timeout_sec=10.0), "set_parameters service not found"
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    future = client.call_async(request)
+    test_probe.spin_until(future.done, 30.0, "set_parameters reply")
+    return future.result().results
+
+
+@pytest.mark.timeout(180)
+def test_frames_are_segmented_with_the_input_header(tmp_path: Path) -> None:
+    queries = "cat, dog|puppy, tree"
+    with node_process(tmp_path, {**FAST_NODE_PARAMETERS, "queries": queries}) as node, probe() as test_probe:
+        test_probe.wait_for_node(node)
+        rgb = make_frame(48, 64, seed=1)
+        sent = [
+            test_probe.publish_frame(rgb, "rgb8", stamp_ns=1_700_000_000_123_456_789, frame_id="front_camera"),
+        ]
+        test_probe.spin_until(lambda: len(test_probe.received["segmentation"]) >= 1, 60.0, "rgb8 outputs")
+        test_probe.spin_until(lambda: len(test_probe.received["overlay"]) >= 1, 10.0, "overlay")
+        sent.append(test_probe.publish_frame(rgb[:, :, ::-1].copy(), "bgr8", stamp_ns=42, frame_id="rear_camera"))
+        test_probe.spin_until(lambda: len(test_probe.received["overlay"]) >= 2, 60.0, "bgr8 outputs")
+        test_probe.spin_until(lambda: len(test_probe.received["segmentation"]) >= 2, 10.0, "segmentation")
+
+        for index, frame in enumerate(sent):
+            mask = test_probe.received["mask"][index]
+            confidence = test_probe.received["confidence"][index]
+            overlay = test_probe.received["overlay"][index]
+            segmentation = test_probe.received["segmentation"][index]
+            for output in (mask, confidence, overlay, segmentation, segmentation.mask):
+                assert output.header.frame_id == frame.header.frame_id
+                assert stamp_ns(output.header) == stamp_ns(frame.header)
+            assert (mask.height, mask.width, mask.encoding) == (48, 64, "mono8")
+            labels = image_to_array(mask)
+            assert labels.max() <= 3
+            assert confidence.encoding == "32FC1"
+            probabilities = image_to_array(confidence)
+            assert probabilities.shape == (48, 64)
+            assert np.all((probabilities >= 0) & (probabilities <= 1))
+            assert (overlay.height, overlay.width) == (48, 64)
+            assert overlay.encoding == ("rgb8" if frame.encoding == "rgb8" else "bgr8")
+            # The overlay shows the frame where it is background and colours the labelled pixels.
+            assert not np.array_equal(image_to_array(overlay), image_to_array(frame))
+
+            assert list(segmentation.labels) == ["cat", "dog", "tree"]
+            assert list(segmentation.label_ids) == [1, 2, 3]
+            assert list(segmentation.areas) == [int((labels == i).sum()) for i in (1, 2, 3)]
+            assert sum(segmentation.areas) == 48 * 64  # no threshold, no background words
+            for label_id, score in zip(segmentation.label_ids, segmentation.scores, strict=True):
+                won = labels == label_id
+                expected = float(probabilities[won].mean()) if won.any() else 0.0
+                assert score == pytest.approx(expected, abs=1e-4)
+            np.testing.assert_array_equal(image_to_array(segmentation.mask), labels)
+        assert test_probe.received["labels"][-1].data == "cat, dog, tree"
+        assert node.alive()
+
+
+@pytest.mark.timeout(180)
+def test_queries_change_at_run_time_by_topic_and_parameter(tmp_path: Path) -> None:
+    with node_process(tmp_path, {**FAST_NODE_PARAMETERS, "queries": "road, car"}) as node, probe() as test_probe:
+        test_probe.wait_for_node(node)
+        test_probe.spin_until(lambda: test_probe.received["labels"], 10.0, "the latched labels")
+        assert test_probe.received["labels"][-1].data == "road, car"
+
+        test_probe.publish_queries("person|pedestrian, bicycle, traffic cone, door handle")
+        test_probe.spin_until(
+            lambda: test_probe.received["labels"][-1].data == "person, bicycle, traffic cone, door handle",
+            30.0,
+            "labels from the queries topic",
+        )
+        test_probe.publish_frame(make_frame(32, 40), "rgb8", stamp_ns=7)
+        test_probe.spin_until(lambda: test_probe.received["segmentation"], 60.0, "a segmentation")
+        segmentation = test_probe.received["segmentation"][-1]
+        assert list(segmentation.labels) == ["person", "bicycle", "traffic cone", "door handle"]
+        assert image_to_array(segmentation.mask).max() <= 4
+
+        results = set_parameters(test_probe, "zeroseg", queries="sky, building")
+        assert results[0].successful, results[0].reason
+        test_probe.spin_until(
+            lambda: test_probe.received["labels"][-1].data == "sky, building", 30.0, "labels from the parameter"
+        )
+        test_probe.publish_frame(make_frame(32, 40), "rgb8", stamp_ns=8)
+        test_probe.spin_until(lambda: stamp_ns(test_probe.received["segmentation"][-1].header) == 8, 60.0, "frame 8")
+        assert list(test_probe.received["segmentation"][-1].labels) == ["sky", "building"]
+        assert "queries from queries parameter: 'sky, building'" in node.log()
+
+        # Refused changes keep the node as it was and say why.
+        blank = set_parameters(test_probe, "zeroseg", queries="  ,  ")[0]
+        assert not blank.successful and blank.reason
+        fixed = set_parameters(test_probe, "zeroseg", model="ViT-L-14")[0]
+        assert not fixed.successful and "model" in fixed.reason
+        out_of_range = set_parameters(test_probe, "zeroseg", probability_threshold=1.5)[0]
+        assert not out_of_range.successful
+        unknown_method = set_parameters(test_probe, "zeroseg", method="segformer")[0]
+        assert not unknown_method.successful and "method must be one of" in unknown_method.reason
+        threshold = set_parameters(test_probe, "zeroseg", probability_threshold=1.0)[0]
+        assert threshold.successful, threshold.reason
+        test_probe.publish_frame(make_frame(32, 40), "rgb8", stamp_ns=9)
+        test_probe.spin_until(lambda: stamp_ns(test_probe.received["mask"][-1].header) == 9, 60.0, "frame 9")
+        # A probability threshold of 1 makes every pixel background.
+        assert image_to_array(test_probe.received["mask"][-1]).max() == 0
+        assert test_probe.received["labels"][-1].data == "sky, building"
+        assert node.alive()
+
+
+@pytest.mark.timeout(180)
+def test_latched_queries_reach_a_node_started_later(tmp_path: Path) -> None:
+    with probe() as test_probe:
+        test_probe.publish_queries("water, boat")
+        test_probe.spin_for(0.5)
+        with node_process(tmp_path, FAST_NODE_PARAMETERS) as node:
+            test_probe.wait_for_node(node)
+            test_probe.spin_until(lambda: test_probe.received["labels"], 30.0, "labels of the latched queries")
+            assert test_probe.received["labels"][-1].data == "water, boat"
+            grey = np.ascontiguousarray(make_frame(32, 32)[:, :, 0])
+            test_probe.publish_frame(grey, "mono8", stamp_ns=11)
+            test_probe.spin_until(lambda: test_probe.received["segmentation"], 60.0, "a segmentation")
+            test_probe.spin_until(lambda: test_probe.received["overlay"], 10.0, "an overlay")
+            assert list(test_probe.received["segmentation"][-1].labels) == ["water", "boat"]
+            assert test_probe.received["overlay"][-1].encoding == "rgb8"
+
+
+@pytest.mark.timeout(120)
+def test_missing_weights_stop_the_node_with_a_clear_message(tmp_path: Path) -> None:
+    parameters = {"model": "ViT-S-16", "checkpoint": str(tmp_path / "no-such-checkpoint.pt"), "device": "cpu"}
+    with node_process(tmp_path, parameters) as node:
+        node.process.wait(timeout=100)
+        log = node.log()
+    assert node.process.returncode == 2
+    assert "cannot start: No weights for CLIP model 'ViT-S-16'" in log
+    assert "no-such-checkpoint.pt" in log
+    assert "Traceback" not in log
