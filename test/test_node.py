@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from ros_helpers import FAST_NODE_PARAMETERS, make_frame, node_process, probe, stamp_ns
@@ -72,6 +73,11 @@ def test_frames_are_segmented_with_the_input_header(tmp_path: Path) -> None:
                 assert score == pytest.approx(expected, abs=1e-4)
             np.testing.assert_array_equal(image_to_array(segmentation.mask), labels)
         assert test_probe.received["labels"][-1].data == "cat, dog, tree"
+        test_probe.spin_until(lambda: test_probe.diagnostics().get("frames_published") == "2", 10.0, "diagnostics")
+        diagnostics = test_probe.diagnostics()
+        assert (diagnostics["model"], diagnostics["method"], diagnostics["device"]) == ("ViT-S-16", "naclip", "cpu")
+        assert float(diagnostics["latency_p95_ms"]) >= float(diagnostics["latency_p50_ms"]) > 0
+        assert diagnostics["frames_dropped"] == "0" and diagnostics["frames_rejected"] == "0"
         assert node.alive()
 
 
@@ -120,7 +126,36 @@ def test_queries_change_at_run_time_by_topic_and_parameter(tmp_path: Path) -> No
         # A probability threshold of 1 makes every pixel background.
         assert image_to_array(test_probe.received["mask"][-1]).max() == 0
         assert test_probe.received["labels"][-1].data == "sky, building"
+
+        # Outputs switched off at run time stop being published; the mask always is.
+        assert set_parameters(test_probe, "zeroseg", publish_overlay=False, publish_confidence=False)[0].successful
+        overlays, confidences = len(test_probe.received["overlay"]), len(test_probe.received["confidence"])
+        test_probe.publish_frame(make_frame(32, 40), "rgb8", stamp_ns=10)
+        test_probe.spin_until(lambda: stamp_ns(test_probe.received["mask"][-1].header) == 10, 60.0, "frame 10")
+        test_probe.spin_for(0.5)
+        assert (len(test_probe.received["overlay"]), len(test_probe.received["confidence"])) == (overlays, confidences)
         assert node.alive()
+
+
+@pytest.mark.timeout(180)
+def test_compressed_images_are_segmented(tmp_path: Path) -> None:
+    from ros_helpers import RELIABLE
+    from sensor_msgs.msg import CompressedImage
+
+    parameters = {**FAST_NODE_PARAMETERS, "queries": "ball, box", "use_compressed": True}
+    with node_process(tmp_path, parameters) as node, probe() as test_probe:
+        publisher = test_probe.node.create_publisher(CompressedImage, "image/compressed", RELIABLE)
+        test_probe.spin_until(lambda: publisher.get_subscription_count() > 0 or not node.alive(), 90.0, "the node")
+        assert node.alive(), node.log()
+        bgr = np.ascontiguousarray(make_frame(30, 50)[:, :, ::-1])
+        msg = CompressedImage(format="png", data=cv2.imencode(".png", bgr)[1].tobytes())
+        msg.header.frame_id, msg.header.stamp.sec = "compressed_camera", 3
+        publisher.publish(msg)
+        test_probe.spin_until(lambda: test_probe.received["overlay"], 60.0, "outputs of a compressed frame")
+        overlay, mask = test_probe.received["overlay"][-1], test_probe.received["mask"][-1]
+        assert overlay.encoding == "bgr8" and (overlay.height, overlay.width) == (30, 50)
+        assert (mask.height, mask.width) == (30, 50)
+        assert mask.header.frame_id == "compressed_camera" and mask.header.stamp.sec == 3
 
 
 @pytest.mark.timeout(180)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import platform
 import sys
@@ -32,10 +33,15 @@ import cv2
 import numpy as np
 import torch
 
-from zeroseg_ros.cli import add_model_arguments, add_segmenter_arguments, model_config_from_args
-from zeroseg_ros.cli import segmenter_config_from_args
+from zeroseg_ros.cli import (
+    add_model_arguments,
+    add_segmenter_arguments,
+    model_config_from_args,
+    segmenter_config_from_args,
+)
 from zeroseg_ros.config import METHODS, PRECISIONS, ModelConfig, SegmenterConfig
-from zeroseg_ros.errors import ConfigError
+from zeroseg_ros.errors import ConfigError, ZerosegError
+from zeroseg_ros.model import resolve_device
 from zeroseg_ros.overlay import draw_overlay
 
 DEFAULT_SIZES = "640x480,1280x720"
@@ -92,7 +98,10 @@ class PeakRss:
         self.peak_mb = max(self.peak_mb, rss)
 
 
-def message_converter() -> tuple[Callable[[np.ndarray, np.ndarray], None] | None, str]:
+MessageConverter = Callable[[np.ndarray, np.ndarray], None]
+
+
+def message_converter() -> tuple[MessageConverter | None, str]:
     """A function that builds the node's output messages (mask mono8 + overlay rgb8), or why there is none."""
     try:
         from sensor_msgs.msg import Image
@@ -163,21 +172,19 @@ def _timed_loop(
 
 
 def bench_segmenter_setting(
-    make_segmenter: Callable[[bool], Any],
-    frame: np.ndarray,
-    options: BenchOptions,
-    convert: Callable[[np.ndarray, np.ndarray], None] | None,
-    device: torch.device,
+    profiled: Any, fast: Any, frame: np.ndarray, options: BenchOptions, convert: MessageConverter | None
 ) -> dict[str, Any]:
-    """One (device, precision, method, size) row: profiled stages, true throughput, overlay, memory."""
+    """One (device, precision, method, size) row: profiled stages, true throughput, overlay, memory.
+
+    ``profiled`` and ``fast`` may be one segmenter (on the CPU, where stage timing costs nothing).
+    """
+    device = profiled.device
     rss = PeakRss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    profiled = make_segmenter(True)
+    profiled.profile = True
     _, results, _ = _timed_loop(lambda: profiled.segment(frame), options.iterations, options.warmup, rss)
-    stages = {
-        stage: percentiles([r.timings_ms[stage] for r in results]) for stage in CORE_STAGES if stage in results[0].timings_ms
-    }
+    stages = {stage: percentiles([r.timings_ms[stage] for r in results]) for stage in CORE_STAGES}
     stages["core_total"] = percentiles([r.timings_ms["total"] for r in results])
 
     last = results[-1]
@@ -194,10 +201,9 @@ def bench_segmenter_setting(
     if convert_ms:
         stages["ros_message"] = percentiles(convert_ms)
 
-    fast = make_segmenter(False)
+    fast.profile = False
     latencies, _, wall = _timed_loop(lambda: fast.segment(frame), options.iterations, options.warmup, rss)
     row: dict[str, Any] = {
-        "model_input": list(last_model_input(profiled, frame)),
         "stages_ms": stages,
         "latency_ms": percentiles(latencies),
         "fps": options.iterations / wall,
@@ -208,16 +214,16 @@ def bench_segmenter_setting(
     return row
 
 
-def last_model_input(segmenter: Any, frame: np.ndarray) -> tuple[int, int]:
-    """The (height, width) the encoder sees for this frame."""
+def model_input_size(model_name: str, config: SegmenterConfig, engine: Any, height: int, width: int) -> tuple[int, int]:
+    """The (height, width) the encoder sees for a ``height x width`` frame."""
+    import open_clip
+
     from zeroseg_ros.preprocess import target_size
 
-    config = segmenter.config
-    engine = getattr(segmenter, "_engine", None)
     if engine is not None and not config.slide_crop:
         return tuple(engine.input_size)  # type: ignore[return-value]
-    patch = segmenter._encoder.patch_size[0]
-    return target_size(frame.shape[0], frame.shape[1], config.short_side, patch)
+    patch = open_clip.get_model_config(model_name)["vision_cfg"]["patch_size"]
+    return target_size(height, width, config.short_side, patch)
 
 
 def bench_naive_setting(
@@ -257,56 +263,48 @@ def run_benchmark(model_config: ModelConfig, base: SegmenterConfig, options: Ben
         "naive": [],
         "notes": [convert_note] if convert_note else [],
     }
-    engine = None
     for device_spec in options.devices:
+        device = resolve_device(device_spec)
+        engine = None
+        if options.engine:
+            from zeroseg_ros.engines import load_image_encoder
+
+            engine = load_image_encoder(options.engine, device)
         for precision in options.precisions:
-            config = dataclasses.replace(model_config, device=device_spec, precision=precision)
-            if options.engine:
-                from zeroseg_ros.engines import load_image_encoder
-                from zeroseg_ros.model import resolve_device
-
-                engine = load_image_encoder(options.engine, resolve_device(device_spec))
-            segmenters: dict[bool, Segmenter] = {}
-
-            def make(profile: bool, config: ModelConfig = config) -> Segmenter:
-                # CPU: one segmenter serves both runs; CUDA: the profiled one records no graph.
-                key = profile if torch.device(segmenters_device(config)).type == "cuda" else True
-                if key not in segmenters:
-                    segmenters[key] = Segmenter(config, base, cuda_graphs=not profile, image_encoder=engine)
-                    segmenters[key].set_queries(options.queries)
-                segmenters[key].profile = profile
-                return segmenters[key]
-
+            config = dataclasses.replace(model_config, device=str(device), precision=precision)
+            # The profiled run records no CUDA graph (stage syncs cannot sit in one); on the CPU one serves both.
+            profiled = Segmenter(config, base, cuda_graphs=False, image_encoder=engine)
+            fast = profiled if device.type == "cpu" else Segmenter(config, base, image_encoder=engine)
+            for segmenter in {id(profiled): profiled, id(fast): fast}.values():
+                segmenter.set_queries(options.queries)
             for method in [engine.method] if engine is not None else options.methods:
+                for segmenter in {id(profiled): profiled, id(fast): fast}.values():
+                    segmenter.update_config(method=method)
                 for height, width in options.sizes:
-                    frame = synthetic_frame(height, width)
-                    for profile in (True, False):
-                        segmenter = make(profile)
-                        if segmenter.config.method != method:
-                            segmenter.update_config(method=method)
-                    device = make(True).device
-                    row = bench_segmenter_setting(make, frame, options, convert, device)
-                    row.update(device=str(device), precision=precision, method=method, size=[width, height])
+                    row = bench_segmenter_setting(profiled, fast, synthetic_frame(height, width), options, convert)
+                    row.update(
+                        device=str(device),
+                        precision=precision,
+                        method=method,
+                        size=[width, height],
+                        model_input=list(model_input_size(config.name, profiled.config, engine, height, width)),
+                    )
                     if engine is not None:
                         row["engine"] = f"{options.engine} ({type(engine).__name__})"
                     report["rows"].append(row)
                     print(format_row(row), file=sys.stderr, flush=True)
-            segmenters.clear()
+            del profiled, fast
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     if options.naive:
         for device_spec in options.devices:
             config = dataclasses.replace(model_config, device=device_spec, precision="fp32")
             for height, width in options.sizes:
                 naive = bench_naive_setting(config, base, synthetic_frame(height, width), options)
-                naive.update(device=segmenters_device(config), size=[width, height])
+                naive.update(device=str(resolve_device(device_spec)), size=[width, height])
                 report["naive"].append(naive)
         add_speedups(report)
     return report
-
-
-def segmenters_device(config: ModelConfig) -> str:
-    from zeroseg_ros.model import resolve_device
-
-    return str(resolve_device(config.device))
 
 
 def add_speedups(report: dict[str, Any]) -> None:
@@ -347,9 +345,7 @@ def format_table(report: dict[str, Any]) -> str:
             "{}x{}".format(*row["size"]),
             f"{row['model_input'][1]}x{row['model_input'][0]}",
         ]
-        cells += [
-            f"{stages[s]['p50']:.1f}/{stages[s]['p95']:.1f}" if s in stages else "n/a" for s in TABLE_COLUMNS
-        ]
+        cells += [f"{stages[s]['p50']:.1f}/{stages[s]['p95']:.1f}" if s in stages else "n/a" for s in TABLE_COLUMNS]
         cells += [
             f"{row['latency_ms']['p50']:.1f}/{row['latency_ms']['p95']:.1f}",
             f"{row['fps']:.1f}",
@@ -453,6 +449,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ros", action="store_true", help="end-to-end ROS node measurement (bench_ros.py)")
     parser.add_argument("--rate", type=float, default=30.0, help="--ros: publish rate in Hz (%(default)s)")
     parser.add_argument("--duration", type=float, default=20.0, help="--ros: seconds of publishing (%(default)s)")
+    parser.add_argument("--reliable", action="store_true", help="--ros: reliable image QoS (default best effort)")
     add_model_arguments(parser)
     add_segmenter_arguments(parser)
 
@@ -495,9 +492,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from zeroseg_ros.cli import main as cli_main
-
-    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
+    """``python -m zeroseg_ros.bench``: the same as ``zeroseg bench``."""
+    parser = argparse.ArgumentParser(prog="python -m zeroseg_ros.bench", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except ZerosegError as error:
+        print(f"zeroseg bench: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

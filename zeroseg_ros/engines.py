@@ -11,14 +11,24 @@ torch stream and can be; ONNX Runtime runs on streams of its own and cannot.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from zeroseg_ros.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.export_onnx import INPUT_NAME, OUTPUT_NAME, EncoderMetadata, read_sidecar
+from zeroseg_ros.export_onnx import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    EncoderMetadata,
+    export_encoder,
+    load_encoder,
+    read_sidecar,
+)
+from zeroseg_ros.model import resolve_device
 
 ONNX_SUFFIXES = (".onnx",)
 TENSORRT_SUFFIXES = (".engine", ".plan")
@@ -52,12 +62,18 @@ class OnnxImageEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads > 0:
             options.intra_op_num_threads = threads
+        # ORT's worker threads otherwise spin after each run and take the cores from torch's stages.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         wanted = ["CPUExecutionProvider"]
         if self.device.type == "cuda":
             index = {"device_id": self.device.index or 0}
             wanted = [
-                *((name, index) for name in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if name in available),
+                *(
+                    (name, index)
+                    for name in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+                    if name in available
+                ),
                 "CPUExecutionProvider",
             ]
         self._session = ort.InferenceSession(str(self.path), options, providers=wanted)
@@ -140,6 +156,29 @@ class TensorRTImageEncoder:
         return self._features.float().clone() if self._features.dtype != torch.float32 else self._features.clone()
 
 
+def cached_onnx_encoder(
+    model_config: ModelConfig,
+    method: str,
+    input_size: tuple[int, int],
+    cache_dir: str | Path,
+    neighbourhood_std: float = SegmenterConfig().neighbourhood_std,
+    threads: int = 0,
+) -> OnnxImageEncoder:
+    """An ONNX Runtime encoder for ``model_config`` at one input size, exported once into ``cache_dir``.
+
+    The CPU fast path: on 2 cores ONNX Runtime runs ViT-B/16 about twice as fast as PyTorch eager (see
+    docs/benchmarks.md). Pass it as ``Segmenter(model_config, config, image_encoder=...)``. Random weights are
+    exported anew on every call (they are not the same weights twice), real ones once per weights file.
+    """
+    weights_id = "random" if model_config.random_init else Path(model_config.checkpoint or model_config.pretrained).stem
+    name = f"{model_config.name}_{weights_id}_{method}_{neighbourhood_std:g}_{input_size[0]}x{input_size[1]}.onnx"
+    path = Path(cache_dir).expanduser() / re.sub(r"[^A-Za-z0-9_.x-]", "-", name)
+    if model_config.random_init or not path.is_file():
+        encoder, weights = load_encoder(model_config, method, neighbourhood_std)
+        export_encoder(encoder, path, input_size[0], input_size[1], model_config.name, weights)
+    return OnnxImageEncoder(path, resolve_device(model_config.device), threads)
+
+
 def load_image_encoder(path: str | Path, device: torch.device | str) -> OnnxImageEncoder | TensorRTImageEncoder:
     """The exported encoder at ``path``: ``.onnx`` runs on ONNX Runtime, ``.engine``/``.plan`` on TensorRT."""
     path = Path(path)
@@ -156,6 +195,4 @@ def load_image_encoder(path: str | Path, device: torch.device | str) -> OnnxImag
                 "comes with JetPack); or load the .onnx graph instead"
             ) from error
         return TensorRTImageEncoder(path, device)
-    raise ConfigError(
-        f"unknown image encoder file {path}: expected {', '.join(ONNX_SUFFIXES + TENSORRT_SUFFIXES)}"
-    )
+    raise ConfigError(f"unknown image encoder file {path}: expected {', '.join(ONNX_SUFFIXES + TENSORRT_SUFFIXES)}")

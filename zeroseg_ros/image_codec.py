@@ -142,9 +142,7 @@ def image_to_segmenter_input(msg: ImageLike, max_pixels: int = 8192 * 8192) -> t
     return pixels, info.channel_order
 
 
-def compressed_to_segmenter_input(
-    msg: CompressedImageLike, max_pixels: int = 8192 * 8192
-) -> tuple[np.ndarray, str]:
+def compressed_to_segmenter_input(msg: CompressedImageLike, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, str]:
     """Decodes a jpeg/png sensor_msgs/CompressedImage to (HxWx3 uint8, "bgr")."""
     image_format = str(msg.format).lower()
     if not any(name in image_format for name in COMPRESSED_FORMATS):
@@ -154,9 +152,7 @@ def compressed_to_segmenter_input(
         raise InvalidImageError("compressed image has no data")
     decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if decoded is None:
-        raise InvalidImageError(
-            f"compressed image ({msg.format!r}, {buffer.size} bytes) could not be decoded"
-        )
+        raise InvalidImageError(f"compressed image ({msg.format!r}, {buffer.size} bytes) could not be decoded")
     height, width = decoded.shape[:2]
     if height * width > max_pixels:
         raise InvalidImageError(
@@ -172,9 +168,7 @@ def array_to_image(pixels: np.ndarray, encoding: str, msg_type: type, header: An
     if pixels.ndim != expected_ndim or (expected_ndim == 3 and pixels.shape[2] != info.channels):
         raise InvalidImageError(f"array of shape {pixels.shape} cannot be encoded as {encoding}")
     if pixels.dtype != info.dtype:
-        raise InvalidImageError(
-            f"array of dtype {pixels.dtype} cannot be encoded as {encoding} ({info.dtype})"
-        )
+        raise InvalidImageError(f"array of dtype {pixels.dtype} cannot be encoded as {encoding} ({info.dtype})")
     if _BRIDGE is not None:
         msg = _BRIDGE.cv2_to_imgmsg(np.ascontiguousarray(pixels), encoding=encoding)
     else:

@@ -118,7 +118,9 @@ class NaivePipeline:
         block_input = captured[0] if visual.transformer.batch_first else captured[0].transpose(0, 1)
         attn = last_block.attn
         width = attn.embed_dim
-        values = F.linear(last_block.ln_1(block_input), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :])
+        values = F.linear(
+            last_block.ln_1(block_input), attn.in_proj_weight[2 * width :], attn.in_proj_bias[2 * width :]
+        )
         tokens = visual.ln_post(attn.out_proj(values)) @ visual.proj
         patches = F.normalize(tokens[0, 1:], dim=-1)
         return patches.reshape(grid[0], grid[1], -1).cpu().numpy()

@@ -330,6 +330,8 @@ class ZerosegNode(Node):
             except ZerosegError as error:
                 self._count_rejection(str(error))
             except Exception as error:  # a bug must not kill the node: log it, go on with the next frame
+                if not self.context.ok():
+                    return  # shut down (Ctrl-C) while publishing: nothing to report
                 self._count_rejection(f"unexpected {type(error).__name__}: {error}")
                 self.get_logger().error(
                     f"unexpected error in the inference thread: {error!r}", throttle_duration_sec=LOG_THROTTLE_S

@@ -1,0 +1,53 @@
+"""`zeroseg bench`: a tiny run gives every stage, the naive comparison, the JSON report and the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zeroseg_ros import bench
+from zeroseg_ros.errors import ConfigError
+
+
+def test_percentiles_and_sizes() -> None:
+    assert bench.percentiles([1.0, 2.0, 3.0, 4.0, 100.0]) == {"p50": 3.0, "p95": pytest.approx(80.8)}
+    assert bench.parse_size("640x480") == (480, 640)
+    with pytest.raises(ConfigError):
+        bench.parse_size("640")
+    frame = bench.synthetic_frame(48, 64)
+    assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8 and frame.std() > 10
+    np.testing.assert_array_equal(frame, bench.synthetic_frame(48, 64))
+
+
+def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report_path, plot_path = tmp_path / "bench.json", tmp_path / "latency.png"
+    argv = ["--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64"]
+    argv += ["--sizes", "96x64,128x96", "--methods", "naclip,maskclip", "--templates", "none"]
+    argv += ["--iterations", "2", "--warmup", "1", "--naive-iterations", "1", "--queries", "cat, dog|puppy"]
+    argv += ["--json", str(report_path), "--plot", str(plot_path)]
+    assert bench.main(argv) == 0
+    report = json.loads(report_path.read_text())
+    assert [(r["method"], r["size"]) for r in report["rows"]] == [
+        ("naclip", [96, 64]),
+        ("naclip", [128, 96]),
+        ("maskclip", [96, 64]),
+        ("maskclip", [128, 96]),
+    ]
+    row = report["rows"][0]
+    assert set(row["stages_ms"]) >= {"preprocess", "encode_image", "similarity", "postprocess", "overlay"}
+    assert row["model_input"] == [64, 96]
+    assert row["fps"] > 0 and row["host_rss_peak_mb"] > 0
+    assert row["speedup_vs_naive"] == pytest.approx(row["naive_p50_ms"] / row["latency_ms"]["p50"])
+    assert [n["size"] for n in report["naive"]] == [[96, 64], [128, 96]]
+    assert "encode_text" in report["naive"][0]["stages_ms"]
+    assert report["machine"]["cpu_count"] >= 1
+    table = capsys.readouterr().out
+    assert "naive" in table and "x naive" in table
+    assert plot_path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_options_are_reported() -> None:
+    assert bench.main(["--random-weights", "--methods", "nope", "--no-naive"]) == 2
