@@ -8,12 +8,11 @@ namespace (where the node's topics live: <namespace>/mask, /overlay, ...), use_c
 and Kilted.
 """
 
+from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
-
-from launch import LaunchContext, LaunchDescription
 
 PACKAGE = "zeroseg_ros"
 NODE_EXECUTABLE = "zeroseg_node"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+
+# No test may reach a model hub: a download attempt fails at once instead of contacting the network.
+# Set before huggingface_hub is imported (it reads this once), and inherited by every child process.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
 import torch

@@ -119,7 +119,7 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.received: dict[str, list[Any]] = defaultdict(list)
-        prefix = f"{namespace}/" if namespace else ""
+        self.prefix = prefix = f"{namespace}/" if namespace else ""
         for topic, msg_type in self.OUTPUTS.items():
             self._record(msg_type, prefix + topic, RELIABLE)
         self._record(String, prefix + "labels", LATCHED)
@@ -146,8 +146,8 @@ class Probe:
         while (remaining := deadline - time.monotonic()) > 0:
             self.executor.spin_once(timeout_sec=min(remaining, 0.05))
 
-    def wait_for_node(self, node: NodeProcess, timeout: float = 90.0) -> None:
-        """Until the node's first diagnostics arrive (model loaded, publishers matched)."""
+    def wait_for_node(self, node: NodeProcess, timeout: float = 90.0, subscribes_image: bool = True) -> None:
+        """Until the node's first diagnostics arrive (model loaded) and its topics are discovered."""
 
         def ready() -> bool:
             if not node.alive():
@@ -155,7 +155,13 @@ class Probe:
             return bool(self.diagnostics())
 
         self.spin_until(ready, timeout, "the node's diagnostics")
-        self.spin_until(lambda: self.image_pub.get_subscription_count() > 0, 10.0, "the node's image subscription")
+        if subscribes_image:
+            self.spin_until(lambda: self.image_pub.get_subscription_count() > 0, 10.0, "the node's image subscription")
+        outputs = [f"{self.prefix}{topic}" for topic in (*self.OUTPUTS, "segmentation")]
+        self.spin_until(
+            lambda: all(self.node.count_publishers(topic) > 0 for topic in outputs), 10.0, "the node's publishers"
+        )
+        self.spin_for(0.2)  # discovery done; let the matched readers settle
 
     def diagnostics(self) -> dict[str, str]:
         """The key/values of the latest zeroseg diagnostics status ({} before the first)."""

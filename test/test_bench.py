@@ -41,6 +41,7 @@ def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: py
     assert row["model_input"] == [64, 96]
     assert row["fps"] > 0 and row["host_rss_peak_mb"] > 0
     assert row["speedup_vs_naive"] == pytest.approx(row["naive_p50_ms"] / row["latency_ms"]["p50"])
+    assert 0 < row["speedup_vs_naive_without_text"] < row["speedup_vs_naive"]
     assert [n["size"] for n in report["naive"]] == [[96, 64], [128, 96]]
     assert "encode_text" in report["naive"][0]["stages_ms"]
     assert report["machine"]["cpu_count"] >= 1

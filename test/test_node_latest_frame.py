@@ -37,10 +37,14 @@ def test_a_burst_to_a_slow_model_drops_and_counts_frames(tmp_path: Path) -> None
         answered = [stamp_ns(mask.header) for mask in test_probe.received["mask"]]
 
         def settled() -> bool:
+            # Every frame the node saw is either segmented or replaced by a newer one: none waits in a queue.
             diagnostics = test_probe.diagnostics()
-            return diagnostics.get("frames_published") == str(len(answered))
+            counts = [
+                int(diagnostics.get(key, -1)) for key in ("frames_published", "frames_dropped", "frames_received")
+            ]
+            return counts[0] >= len(answered) and counts[0] + counts[1] == counts[2]
 
-        test_probe.spin_until(settled, 10.0, "diagnostics counting the published frames")
+        test_probe.spin_until(settled, 20.0, "diagnostics accounting for every frame received")
         diagnostics = test_probe.diagnostics()
         received = int(diagnostics["frames_received"])
         dropped = int(diagnostics["frames_dropped"])
@@ -55,5 +59,6 @@ def test_a_burst_to_a_slow_model_drops_and_counts_frames(tmp_path: Path) -> None
         seconds_per_frame = float(diagnostics["latency_p50_ms"]) / 1000.0
         assert seconds_per_frame > burst_seconds / BURST, "the model is not slower than the burst; test is moot"
         assert dropped >= BURST // 2, f"only {dropped} frames dropped of {received}: frames are queueing"
-        assert published == len(answered) <= BURST // 2
+        # Outputs use depth-1 QoS too, so the probe may miss an intermediate mask, never the newest one.
+        assert len(answered) <= published <= BURST // 2
         assert node.alive()

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,6 +132,9 @@ class _Listener:
 def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Start node, listener and publisher; publish ``args.duration`` s at ``args.rate`` Hz; report."""
     env = dict(os.environ)
+    # The children import this same zeroseg_ros, wherever the benchmark was started from.
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 199)))  # a run does not hear other runs
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})

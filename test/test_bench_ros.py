@@ -1,0 +1,32 @@
+"""`zeroseg bench --ros`: a brief end-to-end run through a real node reports latency, rate and drops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("sensor_msgs")
+
+from zeroseg_ros import bench
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(240)
+def test_ros_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZEROSEG_BENCH_LOGS", str(tmp_path))
+    report_path = tmp_path / "ros.json"
+    argv = ["--ros", "--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64"]
+    argv += ["--templates", "none", "--queries", "cat, dog", "--rate", "5", "--duration", "3", "--reliable"]
+    assert bench.main([*argv, "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["frame"] == [640, 480]
+    assert report["frames_published"] >= 10
+    # Reliable QoS and a node far faster than 5 Hz: every frame gives a mask.
+    assert report["masks_received"] == report["frames_published"]
+    assert report["frames_lost"] == 0 and report["frames_dropped"] == 0
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] < 5000
+    assert report["output_rate_hz"] == pytest.approx(5.0, rel=0.3)
+    assert report["method"] == "naclip" and report["device"] == "cpu"
