@@ -192,6 +192,7 @@ class _FixedSizeEncoder:
 
     def __init__(self, encoder, input_size):
         self.encoder, self.input_size, self.method, self.calls = encoder, input_size, encoder.method, 0
+        self.cuda_graph_safe = True
 
     def __call__(self, pixels):
         self.calls += 1

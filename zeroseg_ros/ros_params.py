@@ -68,6 +68,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "Random network weights: a smoke test whose masks mean nothing. Never on a robot.",
         runtime=False,
     ),
+    ParamSpec(
+        "image_encoder_engine",
+        "",
+        "Exported image encoder to run instead of PyTorch's: an .onnx file (ONNX Runtime) or a TensorRT "
+        ".engine/.plan (Jetson). Built for one input size and method, which it then fixes (docs/jetson.md).",
+        runtime=False,
+    ),
     ParamSpec("device", _MODEL.device, "auto, cpu, cuda or cuda:N.", runtime=False),
     ParamSpec(
         "precision",

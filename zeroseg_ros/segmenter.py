@@ -49,6 +49,7 @@ class ImageEncoder(Protocol):
 
     input_size: tuple[int, int]
     method: str
+    cuda_graph_safe: bool  # whether its calls may be recorded in a CUDA graph (on torch's current stream)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
@@ -104,7 +105,9 @@ class Segmenter:
         self._config = config or SegmenterConfig()
         self._clip: LoadedCLIP = load_clip(self.model_config)
         self.device = self._clip.device
-        self._use_graphs = cuda_graphs and self.device.type == "cuda"
+        self._use_graphs = (
+            cuda_graphs and self.device.type == "cuda" and (image_encoder is None or image_encoder.cuda_graph_safe)
+        )
         # Per-stage timings need a device synchronisation between stages; free on the CPU.
         self.profile = self.device.type == "cpu" if profile is None else profile
         self._engine = image_encoder
