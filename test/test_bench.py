@@ -52,3 +52,18 @@ def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: py
 
 def test_bad_options_are_reported() -> None:
     assert bench.main(["--random-weights", "--methods", "nope", "--no-naive"]) == 2
+
+
+def test_benchmark_with_an_exported_engine(tmp_path: Path) -> None:
+    from zeroseg_ros.config import ModelConfig
+    from zeroseg_ros.export_onnx import export_encoder, load_encoder
+
+    encoder, weights = load_encoder(ModelConfig(name="ViT-S-32", random_init=True, device="cpu"), "sclip")
+    export_encoder(encoder, tmp_path / "enc.onnx", 64, 96, "ViT-S-32", weights)
+    argv = ["--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--sizes", "96x64", "--no-naive"]
+    argv += ["--engine", str(tmp_path / "enc.onnx"), "--iterations", "2", "--warmup", "0", "--templates", "none"]
+    assert bench.main([*argv, "--json", str(tmp_path / "bench.json")]) == 0
+    (row,) = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    # The engine decides the method (the default would be naclip) and the model input size.
+    assert row["method"] == "sclip" and row["model_input"] == [64, 96]
+    assert "OnnxImageEncoder" in row["engine"]

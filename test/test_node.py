@@ -185,3 +185,29 @@ def test_missing_weights_stop_the_node_with_a_clear_message(tmp_path: Path) -> N
     assert "cannot start: No weights for CLIP model 'ViT-S-16'" in log
     assert "no-such-checkpoint.pt" in log
     assert "Traceback" not in log
+
+
+@pytest.mark.timeout(240)
+def test_an_exported_onnx_encoder_runs_in_the_node(tmp_path: Path) -> None:
+    """image_encoder_engine: the node segments with ONNX Runtime and takes the engine's method."""
+    import warnings
+
+    from zeroseg_ros.config import ModelConfig
+    from zeroseg_ros.export_onnx import export_encoder, load_encoder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encoder, weights = load_encoder(ModelConfig(name="ViT-S-16", random_init=True, device="cpu"), "maskclip")
+    engine = tmp_path / "encoder.onnx"
+    export_encoder(encoder, engine, 64, 96, "ViT-S-16", weights)
+    parameters = {**FAST_NODE_PARAMETERS, "queries": "cat, dog", "image_encoder_engine": str(engine)}
+    with node_process(tmp_path, parameters) as node, probe() as test_probe:
+        test_probe.wait_for_node(node)
+        test_probe.publish_frame(make_frame(48, 64), "rgb8", stamp_ns=7)
+        test_probe.spin_until(lambda: test_probe.received["mask"], 90.0, "a mask from the ONNX encoder")
+        mask = test_probe.received["mask"][0]
+        assert (mask.height, mask.width, stamp_ns(mask.header)) == (48, 64, 7)
+        assert image_to_array(mask).max() <= 2
+        test_probe.spin_until(lambda: test_probe.diagnostics().get("method") == "maskclip", 10.0, "diagnostics")
+        log = node.log()
+    assert "exported with method 'maskclip'" in log and "encoder.onnx (64 x 96 input)" in log

@@ -272,19 +272,22 @@ def run_benchmark(model_config: ModelConfig, base: SegmenterConfig, options: Ben
             from zeroseg_ros.engines import load_image_encoder
 
             engine = load_image_encoder(options.engine, device)
+        # An engine computes one method: the segmenter must be built for it.
+        device_base = base if engine is None else base.replace(method=engine.method)
         for precision in options.precisions:
             config = dataclasses.replace(model_config, device=str(device), precision=precision)
             # The profiled run records no CUDA graph (stage syncs cannot sit in one); on the CPU one serves both.
-            profiled = Segmenter(config, base, cuda_graphs=False, image_encoder=engine)
-            # ONNX Runtime runs on streams of its own and cannot be recorded in a CUDA graph; TensorRT can.
-            graphs = engine is None or bool(getattr(engine, "cuda_graph_safe", False))
-            fast = (
-                profiled if device.type == "cpu" else Segmenter(config, base, cuda_graphs=graphs, image_encoder=engine)
-            )
-            for segmenter in {id(profiled): profiled, id(fast): fast}.values():
+            profiled = Segmenter(config, device_base, cuda_graphs=False, image_encoder=engine)
+            segmenters = [profiled]
+            if device.type == "cuda":
+                # ONNX Runtime runs on streams of its own and cannot be recorded in a CUDA graph; TensorRT can.
+                graphs = engine is None or bool(getattr(engine, "cuda_graph_safe", False))
+                segmenters.append(Segmenter(config, device_base, cuda_graphs=graphs, image_encoder=engine))
+            fast = segmenters[-1]
+            for segmenter in segmenters:
                 segmenter.set_queries(options.queries)
             for method in [engine.method] if engine is not None else options.methods:
-                for segmenter in {id(profiled): profiled, id(fast): fast}.values():
+                for segmenter in segmenters:
                     segmenter.update_config(method=method)
                 for height, width in options.sizes:
                     row = bench_segmenter_setting(profiled, fast, synthetic_frame(height, width), options, convert)
@@ -299,7 +302,7 @@ def run_benchmark(model_config: ModelConfig, base: SegmenterConfig, options: Ben
                         row["engine"] = f"{options.engine} ({type(engine).__name__})"
                     report["rows"].append(row)
                     print(format_row(row), file=sys.stderr, flush=True)
-            del profiled, fast
+            del profiled, fast, segmenters
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if options.naive:
@@ -350,7 +353,7 @@ def format_table(report: dict[str, Any]) -> str:
         cells = [
             row["device"],
             row["precision"],
-            row["method"],
+            row["method"] + (" +engine" if "engine" in row else ""),
             "{}x{}".format(*row["size"]),
             f"{row['model_input'][1]}x{row['model_input'][0]}",
         ]
@@ -401,11 +404,15 @@ def plot_latency_vs_size(report: dict[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     series: dict[str, list[tuple[float, float]]] = {}
     for row in report["rows"]:
-        label = f"ours {row['method']} {row['device']} {row['precision']}"
+        engine = " ONNX Runtime" if "engine" in row else ""
+        label = f"ours {row['method']} {row['device']} {row['precision']}{engine}"
         series.setdefault(label, []).append((row["size"][0] * row["size"][1] / 1e6, row["latency_ms"]["p50"]))
     for entry in report["naive"]:
-        label = f"naive maskclip {entry['device']} fp32"
-        series.setdefault(label, []).append((entry["size"][0] * entry["size"][1] / 1e6, entry["latency_ms"]["p50"]))
+        megapixels = entry["size"][0] * entry["size"][1] / 1e6
+        series.setdefault(f"naive maskclip {entry['device']} fp32", []).append((megapixels, entry["latency_ms"]["p50"]))
+        series.setdefault(f"naive maskclip {entry['device']} fp32, text not re-encoded", []).append(
+            (megapixels, entry["latency_without_text_ms"]["p50"])
+        )
     for label, points in series.items():
         points.sort()
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)

@@ -159,5 +159,5 @@ class DenseCLIPEncoder(nn.Module):
 def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(B, N, 3C)`` packed projections to three ``(B, heads, N, C / heads)`` tensors."""
     batch, tokens, _ = qkv.shape
-    q, k, v = qkv.reshape(batch, tokens, 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.reshape(batch, tokens, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
     return q, k, v
