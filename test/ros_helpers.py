@@ -7,7 +7,6 @@ Real rclpy over FastDDS: nothing of ROS is mocked.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 import yaml
+
+from zeroseg_ros.process_group import stop_process_group
 
 # One DDS domain per test run (parallel runs on one machine do not hear each other) and discovery on
 # loopback only: these tests send no traffic off the machine.
@@ -88,13 +89,7 @@ class NodeProcess:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process)
         self._log.close()
 
 

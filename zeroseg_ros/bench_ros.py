@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -27,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from zeroseg_ros.process_group import stop_process_group
+
 NAMESPACE = "/zeroseg_bench"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 READY_TIMEOUT_S = 300.0  # the node loads and warms the model before it reports it waits for images
-STOP_TIMEOUT_S = 10.0
 DRAIN_S = 2.5
 
 
@@ -63,18 +63,6 @@ def node_parameters(args: argparse.Namespace) -> list[str]:
 def _start(command: list[str], env: dict[str, str], log_path: str) -> subprocess.Popen:
     log = open(log_path, "w")  # noqa: SIM115 - the child writes to it until it ends
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen) -> int:
-    """SIGINT the process group, then SIGKILL it if it does not end in time."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(STOP_TIMEOUT_S)
-    return int(process.returncode)
 
 
 class _Listener:
@@ -188,9 +176,9 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             diagnostics = dict(listener.diagnostics)
     finally:
         if publisher is not None:
-            _stop(publisher)
+            stop_process_group(publisher)
         listener.close()
-        _stop(node)
+        stop_process_group(node)
     # Rate from the first mask to the last one sent in the window: the publisher's start-up is not counted.
     in_window = [m[0] for m in masks if m[0] <= ended]
     output_rate = (len(in_window) - 1) / (in_window[-1] - in_window[0]) if len(in_window) > 1 else 0.0

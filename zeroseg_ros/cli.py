@@ -13,7 +13,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -69,6 +69,22 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slide-crop", type=int, default=None, help="sliding-window crop (0: one pass)")
     group.add_argument("--slide-stride", type=int, default=None, help="sliding-window stride")
     group.add_argument("--pamr", action=argparse.BooleanOptionalAction, default=None, help="PAMR refinement")
+
+
+def register_ros_passthrough(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    executable: str,
+    main: Callable[[list[str]], int],
+    example: str,
+) -> None:
+    """A subcommand that hands everything after its name to a ROS entry point (``--ros-args -p ... -r ...``)."""
+    parser = subparsers.add_parser(
+        name, help=help_text, description=f"Everything after '{name}' goes to ROS, e.g. zeroseg {name} {example}"
+    )
+    parser.add_argument("ros_arguments", nargs=argparse.REMAINDER, help="--ros-args ... (parameters, remaps)")
+    parser.set_defaults(func=lambda args: main([executable, *args.ros_arguments]))
 
 
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from zeroseg_ros.cli import register_ros_passthrough
+
 DEMO_QUERIES = "sky, grass, red ball, blue box, yellow triangle"
 
 
@@ -108,14 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    register_ros_passthrough(
+        subparsers,
         "demo-camera",
-        help="publish generated camera frames on a ROS 2 image topic",
-        description="Everything after 'demo-camera' goes to ROS, e.g. "
-        "zeroseg demo-camera --ros-args -p rate:=5.0 -r image:=/camera/image_raw",
+        "publish generated camera frames on a ROS 2 image topic",
+        "zeroseg_demo_camera",
+        main,
+        "--ros-args -p rate:=5.0 -r image:=/camera/image_raw",
     )
-    parser.add_argument("ros_arguments", nargs=argparse.REMAINDER, help="--ros-args ... (parameters, remaps)")
-    parser.set_defaults(func=lambda args: main(["zeroseg_demo_camera", *args.ros_arguments]))
 
 
 if __name__ == "__main__":

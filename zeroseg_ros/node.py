@@ -33,6 +33,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+from zeroseg_ros.cli import register_ros_passthrough
 from zeroseg_ros.errors import ConfigError, InvalidQueryError, WeightsNotFoundError, ZerosegError
 from zeroseg_ros.image_codec import array_to_image, compressed_to_segmenter_input, image_to_segmenter_input
 from zeroseg_ros.model import resolve_device
@@ -491,14 +492,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    register_ros_passthrough(
+        subparsers,
         "node",
-        help="run the ROS 2 segmentation node",
-        description="Runs the zeroseg node; everything after 'node' goes to ROS, e.g. "
-        "zeroseg node --ros-args -p queries:='person, cone' -r image:=/camera/image_raw",
+        "run the ROS 2 segmentation node",
+        "zeroseg_node",
+        main,
+        "--ros-args -p queries:='person, cone' -r image:=/camera/image_raw",
     )
-    parser.add_argument("ros_arguments", nargs=argparse.REMAINDER, help="--ros-args ... (parameters, remaps)")
-    parser.set_defaults(func=lambda args: main(["zeroseg_node", *args.ros_arguments]))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ command; ``--random-weights`` runs the whole chain as a smoke test whose masks m
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +25,7 @@ import numpy as np
 import yaml
 
 from zeroseg_ros.demo_camera import DEMO_QUERIES
+from zeroseg_ros.process_group import stop_process_group
 
 # The demo's nodes live in their own namespace, so their topics do not mix with a robot's.
 NAMESPACE = "/zeroseg_demo"
@@ -70,13 +69,7 @@ class ChildProcess:
         self.process = subprocess.Popen(command, start_new_session=True)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process)
 
 
 def ros_command(module: str, params_files: Sequence[Path], remaps: dict[str, str]) -> list[str]:
