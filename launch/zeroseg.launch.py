@@ -4,15 +4,20 @@
 
 Arguments: image (camera topic), queries (overrides the parameters file when not empty), params_file,
 namespace (where the node's topics live: <namespace>/mask, /overlay, ...), use_compressed (subscribe to
-<image>/compressed), rviz (open config/zeroseg.rviz with the input, overlay and mask). Works on Humble, Jazzy
-and Kilted.
+<image>/compressed), rviz (open config/zeroseg.rviz with the input, overlay and mask), fastdds_profile (the
+Fast DDS profile of the processes launched here: config/fastdds_large_frames.xml unless one is exported; a
+file; or none). Works on Humble, Jazzy and Kilted.
 """
 
+import os
+
 from launch import LaunchContext, LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable, UnsetEnvironmentVariable
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from zeroseg_ros.ros_env import FASTDDS_PROFILE_VARIABLES, fastdds_environment
 
 PACKAGE = "zeroseg_ros"
 NODE_EXECUTABLE = "zeroseg_node"
@@ -21,6 +26,19 @@ NODE_NAME = "zeroseg"
 
 def _is_true(value: str) -> bool:
     return value.strip().lower() in ("true", "1", "yes", "on")
+
+
+def _transport_actions(profile: str) -> list:
+    """Environment actions that give the processes launched after them the Fast DDS profile for large frames
+    (without it, Fast DDS loses every best-effort image over 512 KiB between processes on one host)."""
+    environment = fastdds_environment(os.environ, profile or None)
+    actions: list = []
+    for variable in FASTDDS_PROFILE_VARIABLES:
+        if variable not in environment:
+            actions.append(UnsetEnvironmentVariable(variable))
+        elif environment[variable] != os.environ.get(variable):
+            actions.append(SetEnvironmentVariable(variable, environment[variable]))
+    return actions
 
 
 def _launch_setup(context: LaunchContext) -> list:
@@ -33,7 +51,8 @@ def _launch_setup(context: LaunchContext) -> list:
         parameters.append({"queries": queries})
     prefix = f"/{namespace}" if namespace else ""
 
-    actions = [
+    actions = _transport_actions(LaunchConfiguration("fastdds_profile").perform(context).strip())
+    actions.append(
         Node(
             package=PACKAGE,
             executable=NODE_EXECUTABLE,
@@ -44,7 +63,7 @@ def _launch_setup(context: LaunchContext) -> list:
             output="screen",
             emulate_tty=True,
         )
-    ]
+    )
     if _is_true(LaunchConfiguration("rviz").perform(context)):
         # The RViz file shows fixed placeholder topics; remapping them follows the image and namespace arguments.
         actions.append(
@@ -86,6 +105,12 @@ def generate_launch_description() -> LaunchDescription:
                 "use_compressed", default_value="false", description="subscribe to <image>/compressed (jpeg/png)"
             ),
             DeclareLaunchArgument("rviz", default_value="false", description="open RViz with input, overlay, mask"),
+            DeclareLaunchArgument(
+                "fastdds_profile",
+                default_value="",
+                description="Fast DDS profile of the launched processes: empty = config/fastdds_large_frames.xml "
+                "unless FASTDDS_/FASTRTPS_DEFAULT_PROFILES_FILE is exported; a file; or none (Fast DDS defaults)",
+            ),
             OpaqueFunction(function=_launch_setup),
         ]
     )

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "zeroseg.launch.py"
-LAUNCH_ARGUMENTS = {"image", "queries", "params_file", "namespace", "use_compressed", "rviz"}
+LAUNCH_ARGUMENTS = {"image", "queries", "params_file", "namespace", "use_compressed", "rviz", "fastdds_profile"}
 
 
 def calls(tree: ast.AST, name: str) -> list[ast.Call]:
@@ -62,8 +62,18 @@ def setup_console_scripts() -> set[str]:
 
 
 def node_subscriptions() -> set[str]:
+    """Topics node.py subscribes to: create_subscription's literal topics, and the ``*_TOPIC`` constants used in
+    the functions that call it."""
     tree = ast.parse((ROOT / "zeroseg_ros" / "node.py").read_text())
-    return {call.args[1].value for call in calls(tree, "create_subscription") if isinstance(call.args[1], ast.Constant)}
+    constants = module_constants(tree)
+    topics: set[str] = set()
+    for function in (node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)):
+        subscriptions = calls(function, "create_subscription")
+        topics |= {call.args[1].value for call in subscriptions if isinstance(call.args[1], ast.Constant)}
+        if subscriptions:
+            names = (node.id for node in ast.walk(function) if isinstance(node, ast.Name))
+            topics |= {str(constants[name]) for name in names if name.endswith("_TOPIC") and name in constants}
+    return topics
 
 
 def test_launch_file_declares_the_documented_arguments() -> None:
@@ -117,7 +127,7 @@ def test_rviz_file_shows_the_placeholders_the_launch_file_remaps() -> None:
         assert f'"{topic}"' in launch_source
 
 
-def test_launch_description_with_ros2_launch(tmp_path: Path) -> None:
+def test_launch_description_with_ros2_launch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # launch_ros first: without ROS 2, `import launch` would find this repository's launch/ folder instead.
     pytest.importorskip("launch_ros", reason="ROS 2 'launch_ros' is not importable (not on PyPI; needs ROS 2)")
     launch = importlib.import_module("launch")
@@ -142,9 +152,22 @@ def test_launch_description_with_ros2_launch(tmp_path: Path) -> None:
             "namespace": "perception",
             "use_compressed": "true",
             "rviz": "false",
+            "fastdds_profile": "",
         }
     )
     opaque = next(e for e in description.entities if isinstance(e, actions.OpaqueFunction))
-    (node,) = opaque.execute(context)
+    for variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("RMW_IMPLEMENTATION", raising=False)
+    *environment, node = opaque.execute(context)
+    # Set before the node starts: the large-frames profile for Fast DDS 2.14+/3 and for Humble's 2.6.
+    utilities = importlib.import_module("launch.utilities")
+    assert {
+        (utilities.perform_substitutions(context, a.name), Path(utilities.perform_substitutions(context, a.value)).name)
+        for a in environment
+    } == {
+        ("FASTDDS_DEFAULT_PROFILES_FILE", "fastdds_large_frames.xml"),
+        ("FASTRTPS_DEFAULT_PROFILES_FILE", "fastdds_large_frames.xml"),
+    }
     assert node.node_package == "zeroseg_ros"
     assert node.node_executable == "zeroseg_node"

@@ -468,6 +468,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="--ros: publish rate in Hz (%(default)s)")
     parser.add_argument("--duration", type=float, default=20.0, help="--ros: seconds of publishing (%(default)s)")
     parser.add_argument("--reliable", action="store_true", help="--ros: reliable image QoS (default best effort)")
+    parser.add_argument(
+        "--fastdds-profile",
+        default=None,
+        help="--ros: Fast DDS profile file of the node and the publisher (default config/fastdds_large_frames.xml; "
+        "'none': Fast DDS's defaults, which lose best-effort frames over 512 KiB)",
+    )
     add_model_arguments(parser)
     add_segmenter_arguments(parser)
 

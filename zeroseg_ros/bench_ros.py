@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from zeroseg_ros.process_group import stop_process_group
+from zeroseg_ros.ros_env import FASTDDS_PROFILE_VARIABLES, fastdds_environment
 
 NAMESPACE = "/zeroseg_bench"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
@@ -119,7 +120,7 @@ class _Listener:
 
 def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Start node, listener and publisher; publish ``args.duration`` s at ``args.rate`` Hz; report."""
-    env = dict(os.environ)
+    env = fastdds_environment(os.environ, args.fastdds_profile)
     # The children import this same zeroseg_ros, wherever the benchmark was started from.
     package_root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
@@ -196,6 +197,8 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "frames_dropped": int(diagnostics.get("frames_dropped", -1)),
         "frames_received_by_node": int(diagnostics.get("frames_received", -1)),
+        "frames_lost_in_transport": int(diagnostics.get("frames_lost_in_transport", -1)),
+        "fastdds_profile": next((env[v] for v in FASTDDS_PROFILE_VARIABLES if env.get(v)), None),
         "frames_lost": frames_published - len(masks) if frames_published >= 0 else None,
         "node_latency_ms": {"p50": diagnostics.get("latency_p50_ms"), "p95": diagnostics.get("latency_p95_ms")},
         "device": diagnostics.get("device"),

@@ -33,11 +33,17 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+try:  # Iron and later
+    from rclpy.event_handler import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
+except ImportError:  # Humble
+    from rclpy.qos_event import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
+
 from zeroseg_ros.cli import register_ros_passthrough
 from zeroseg_ros.errors import ConfigError, InvalidQueryError, WeightsNotFoundError, ZerosegError
 from zeroseg_ros.image_codec import array_to_image, compressed_to_segmenter_input, image_to_segmenter_input
 from zeroseg_ros.model import resolve_device
 from zeroseg_ros.overlay import draw_legend, palette
+from zeroseg_ros.ros_env import LARGE_FRAMES_PROFILE, config_file
 from zeroseg_ros.ros_params import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
@@ -59,6 +65,9 @@ NODE_NAME = "zeroseg"
 LOG_THROTTLE_S = 5.0
 LATENCY_WINDOW = 200
 
+IMAGE_TOPIC = "image"
+COMPRESSED_IMAGE_TOPIC = "image/compressed"
+QUERIES_TOPIC = "queries"
 IMAGE_QOS_DEPTH = 1
 LATCHED_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
@@ -177,6 +186,8 @@ class ZerosegNode(Node):
         # Counters for /diagnostics.
         self.frames_received = 0
         self.frames_dropped = 0
+        self.frames_lost_in_transport = 0  # the middleware's count: frames that never reached the node
+        self._lost_reported = 0
         self.frames_rejected = 0
         self.frames_published = 0
         self.last_rejection = ""
@@ -200,12 +211,8 @@ class ZerosegNode(Node):
                 "segmentation topic is not published; mask, confidence, overlay and labels are."
             )
 
-        qos = image_qos(bool(values["reliable"]))
-        if values["use_compressed"]:
-            self.create_subscription(CompressedImage, "image/compressed", self._on_image, qos)
-        else:
-            self.create_subscription(Image, "image", self._on_image, qos)
-        self.create_subscription(String, "queries", self._on_queries_topic, LATCHED_QOS)
+        self._subscribe_images(bool(values["use_compressed"]), image_qos(bool(values["reliable"])))
+        self.create_subscription(String, QUERIES_TOPIC, self._on_queries_topic, LATCHED_QOS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.create_timer(float(values["diagnostics_period"]), self._publish_diagnostics)
 
@@ -233,7 +240,29 @@ class ZerosegNode(Node):
         self.get_logger().info(f"image encoder: {path} ({engine.input_size[0]} x {engine.input_size[1]} input)")
         return engine
 
+    def _subscribe_images(self, compressed: bool, qos: QoSProfile) -> None:
+        """The camera subscription, with the middleware's lost-message count when it reports one."""
+        msg_type, topic = (CompressedImage, COMPRESSED_IMAGE_TOPIC) if compressed else (Image, IMAGE_TOPIC)
+        events = SubscriptionEventCallbacks(message_lost=self._on_frames_lost)
+        try:
+            self.create_subscription(msg_type, topic, self._on_image, qos, event_callbacks=events)
+        except UnsupportedEventTypeError:
+            self.get_logger().info("this middleware does not report lost frames: frames_lost_in_transport stays 0")
+            self.create_subscription(msg_type, topic, self._on_image, qos)
+
     # ------------------------------------------------------------------ inputs (executor thread)
+    def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
+        with self._stats_lock:
+            self.frames_lost_in_transport += info.total_count_change
+            lost = self.frames_lost_in_transport
+        self.get_logger().warning(
+            f"{lost} camera frames were lost in the middleware before reaching this node. Fast DDS loses every "
+            "best-effort frame larger than the publisher's shared-memory segment (512 KiB by default): start the "
+            f"camera with FASTDDS_DEFAULT_PROFILES_FILE={config_file(LARGE_FRAMES_PROFILE)} (Humble: "
+            "FASTRTPS_DEFAULT_PROFILES_FILE), or publish reliable and set reliable:=true (README: Image transport)",
+            throttle_duration_sec=LOG_THROTTLE_S,
+        )
+
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self._input_rate.tick()
         with self._wake:
@@ -438,11 +467,15 @@ class ZerosegNode(Node):
         p50, p95 = self.latency_percentiles()
         with self._stats_lock:
             rejected, last_rejection, published = self.frames_rejected, self.last_rejection, self.frames_published
+            lost, newly_lost = self.frames_lost_in_transport, self.frames_lost_in_transport - self._lost_reported
+            self._lost_reported = lost
         status = DiagnosticStatus(
             name=f"{self.get_name()}: zero-shot segmentation", hardware_id=str(self.segmenter.device)
         )
         if not self.segmenter.labels:
             status.level, status.message = DiagnosticStatus.WARN, "waiting for queries"
+        elif newly_lost:
+            status.level, status.message = DiagnosticStatus.WARN, f"{newly_lost} frames lost in transport"
         elif self.frames_received == 0:
             status.level, status.message = DiagnosticStatus.WARN, "no images received yet"
         else:
@@ -461,6 +494,7 @@ class ZerosegNode(Node):
             "frames_received": str(self.frames_received),
             "frames_published": str(published),
             "frames_dropped": str(self.frames_dropped),
+            "frames_lost_in_transport": str(lost),
             "frames_rejected": str(rejected),
             "last_rejection": last_rejection,
         }

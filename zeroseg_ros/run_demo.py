@@ -12,6 +12,7 @@ command; ``--random-weights`` runs the whole chain as a smoke test whose masks m
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ import yaml
 
 from zeroseg_ros.demo_camera import DEMO_QUERIES
 from zeroseg_ros.process_group import stop_process_group
+from zeroseg_ros.ros_env import config_file, fastdds_environment
 
 # The demo's nodes live in their own namespace, so their topics do not mix with a robot's.
 NAMESPACE = "/zeroseg_demo"
@@ -35,19 +37,6 @@ RANDOM_WEIGHTS_BANNER = (
     "weights, so every mask and overlay it writes is MEANINGLESS. Give real weights with --pretrained (internet) "
     "or --checkpoint FILE (offline). !!!"
 )
-
-
-def default_params_file() -> Path:
-    """config/zeroseg.yaml of the checkout, else of the installed ROS package."""
-    checkout = Path(__file__).resolve().parents[1] / "config" / "zeroseg.yaml"
-    if checkout.is_file():
-        return checkout
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return Path(get_package_share_directory("zeroseg_ros")) / "config" / "zeroseg.yaml"
-    except (ImportError, LookupError):
-        return checkout
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -64,9 +53,9 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
 class ChildProcess:
     """A ROS process in its own process group, ended by SIGINT then SIGKILL."""
 
-    def __init__(self, name: str, command: list[str]) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
         self.name = name
-        self.process = subprocess.Popen(command, start_new_session=True)
+        self.process = subprocess.Popen(command, env=env, start_new_session=True)
 
     def stop(self) -> None:
         stop_process_group(self.process)
@@ -97,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.random_weights:
         print(RANDOM_WEIGHTS_BANNER, flush=True)
-    params_file = args.params_file or default_params_file()
+    params_file = args.params_file or config_file("zeroseg.yaml")
+    # Both children publish 640x480 frames: without a larger shared-memory segment Fast DDS loses them.
+    child_env = fastdds_environment(os.environ)
     work_dir = Path(tempfile.mkdtemp(prefix="zeroseg-run-"))
     override_file = work_dir / "overrides.yaml"
     override_file.write_text(yaml.safe_dump({"/**/zeroseg": {"ros__parameters": overrides(args)}}))
@@ -120,9 +111,12 @@ def run(args: argparse.Namespace) -> int:
                 ChildProcess(
                     "demo camera",
                     ros_command("zeroseg_ros.demo_camera", [params_file, camera_params], {"__ns": NAMESPACE}),
+                    child_env,
                 )
             )
-        node = ChildProcess("zeroseg node", ros_command("zeroseg_ros.node", [params_file, override_file], node_remaps))
+        node = ChildProcess(
+            "zeroseg node", ros_command("zeroseg_ros.node", [params_file, override_file], node_remaps), child_env
+        )
         children.append(node)
 
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
