@@ -7,8 +7,10 @@ Three processes, each in its own process group so that a hang is ended by its gr
   - this process, which subscribes to the node's ``mask`` (whose header is the frame's) and ``/diagnostics``.
 Latency is the subscriber's receive time minus the header stamp (the same host clock). The sustained rate is
 masks per second between the first and the last mask of the publishing window; ``frames_dropped`` is the
-node's own count of frames it replaced in its one-slot mailbox (from /diagnostics), and ``frames_lost`` the
-published frames that produced no mask (dropped by the node or lost in the middleware).
+node's own count of frames it replaced in its one-slot mailbox and ``frames_lost_in_transport`` the middleware's
+count of frames that never reached it (both from /diagnostics); ``frames_lost`` is the published frames that
+produced no mask. The node and the publisher get config/fastdds_large_frames.xml unless ``--fastdds-profile``
+names another profile or ``none``.
 Run it with ``zeroseg bench --ros`` (``--rate``, ``--duration``, model options; ``--random-weights`` here).
 """
 

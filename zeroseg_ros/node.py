@@ -7,7 +7,8 @@ belongs to the newest frame and no queue grows behind a slow model. Query and se
 the same worker, so text encoding never blocks the executor.
 
 Topics (relative, so a namespace or remap places them): ``image`` or ``image/compressed`` and ``queries`` in;
-``mask``, ``confidence``, ``overlay``, ``segmentation``, ``labels`` out; ``/diagnostics`` once a second.
+``mask``, ``confidence``, ``overlay``, ``segmentation``, ``labels`` out; ``/diagnostics`` once a second, with
+the frames the node dropped or rejected and those the middleware reports lost before they reached it.
 Parameters: ``zeroseg_ros.ros_params``.
 """
 
