@@ -7,10 +7,11 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from zeroseg_ros.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.errors import ConfigError, InvalidImageError, InvalidQueryError
-from zeroseg_ros.segmenter import Segmenter
+from zeroseg_ros.segmenter import Segmenter, pack_outputs, unpack_outputs
 
 BASE = SegmenterConfig(templates="none", short_side=96)
 
@@ -231,3 +232,20 @@ def test_device_overlay_equals_the_numpy_blend(segmenter, channel_order):
     assert result.overlay.dtype == np.uint8
     assert np.abs(result.overlay.astype(int) - expected).max() <= 1  # rounding of float32 vs float64
     assert segmenter.segment(image).overlay is None
+
+
+def test_outputs_packed_for_one_host_copy_unpack_to_the_same_arrays() -> None:
+    generator = torch.Generator().manual_seed(0)
+    outputs = [
+        torch.randint(0, 255, (3, 5), generator=generator).to(torch.uint8),  # label map (odd byte count first)
+        torch.rand((3, 5), generator=generator),  # confidence
+        torch.rand((4,), generator=generator),  # areas
+        torch.randint(-(2**31), 2**31 - 1, (2, 3), generator=generator, dtype=torch.int32),  # a wide label map
+        torch.randint(0, 255, (3, 5, 3), generator=generator).to(torch.uint8),  # overlay
+    ]
+    packed, fields = pack_outputs(outputs)
+    assert packed.dtype == torch.uint8 and packed.numel() == sum(t.numel() * t.element_size() for t in outputs)
+    assert all(f.offset % torch.empty((), dtype=f.dtype).element_size() == 0 for f in fields)  # aligned views
+    for original, unpacked in zip(outputs, unpack_outputs(packed, fields), strict=True):
+        assert unpacked.dtype == original.numpy().dtype
+        np.testing.assert_array_equal(unpacked, original.numpy())

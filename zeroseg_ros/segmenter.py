@@ -6,7 +6,7 @@ Stages, each in one place:
   3. dense patch embeddings (training-free last block)  ``dense.DenseCLIPEncoder``
   4. cosine similarity to the cached text embeddings, in one pass or sliding windows
   5. optional PAMR, upsampling to the input size, softmax, best synonym per query, threshold, argmax
-  6. per-query areas and mean scores, one copy of the results to the host
+  6. per-query areas and mean scores, all results packed into one buffer: one copy to the host
 
 On CUDA, stages 2-6 for a given frame size are recorded once as a CUDA graph and replayed, which removes the
 per-kernel launch cost that dominates a batch-1 ViT.
@@ -79,10 +79,41 @@ class _TextState:
     colours: torch.Tensor  # (Q + 1, 3) float RGB overlay colour of each label, as overlay.palette
 
 
+@dataclass(frozen=True)
+class _Field:
+    """Where one output lies in the packed byte buffer."""
+
+    offset: int
+    nbytes: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
+def pack_outputs(outputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, tuple[_Field, ...]]:
+    """The outputs' bytes in one uint8 tensor on their device, so the host gets them in one copy (one
+    synchronisation instead of one per output). Wider dtypes come first, which keeps every field aligned."""
+    order = sorted(range(len(outputs)), key=lambda i: -outputs[i].element_size())
+    fields: list[_Field | None] = [None] * len(outputs)
+    offset = 0
+    for index in order:
+        tensor = outputs[index]
+        nbytes = tensor.numel() * tensor.element_size()
+        fields[index] = _Field(offset, nbytes, tensor.dtype, tuple(tensor.shape))
+        offset += nbytes
+    packed = torch.cat([outputs[i].contiguous().view(-1).view(torch.uint8) for i in order])
+    return packed, tuple(f for f in fields if f is not None)
+
+
+def unpack_outputs(host: torch.Tensor, fields: Sequence[_Field]) -> list[np.ndarray]:
+    """Numpy views of the packed host buffer, in the order the outputs were packed in."""
+    return [host[f.offset : f.offset + f.nbytes].view(f.dtype).view(f.shape).numpy() for f in fields]
+
+
 @dataclass
 class _Graph:
-    frame: torch.Tensor
-    outputs: tuple[torch.Tensor, ...]
+    frame: torch.Tensor  # static input: each frame is copied in before replay
+    packed: torch.Tensor  # static output: every result, packed
+    fields: tuple[_Field, ...]
     graph: torch.cuda.CUDAGraph
 
 
@@ -257,10 +288,10 @@ class Segmenter:
             recorded = self._graphs[key]
             self._upload(image, out=recorded.frame)
             recorded.graph.replay()
-            outputs = recorded.outputs
+            packed, fields = recorded.packed, recorded.fields
         else:
-            outputs = self._infer(self._upload(image), bgr, state, timer, overlay_alpha)
-        label_map_np, confidence_np, areas_np, sums_np, *overlay = (t.cpu().numpy() for t in outputs)
+            packed, fields = pack_outputs(self._infer(self._upload(image), bgr, state, timer, overlay_alpha))
+        label_map_np, confidence_np, areas_np, sums_np, *overlay = unpack_outputs(self._to_host(packed), fields)
         timer.lap("postprocess")
         areas_np = areas_np[1:].astype(np.int64)
         scores = np.divide(sums_np[1:], np.maximum(areas_np, 1)).astype(np.float32)
@@ -278,18 +309,33 @@ class Segmenter:
     def _record(self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None) -> _Graph:
         """Record the device part of the pipeline for this frame size as a CUDA graph."""
         frame = self._upload(image).clone()
+        untimed = _StageTimer(self.device, False)
+
+        def run() -> tuple[torch.Tensor, tuple[_Field, ...]]:
+            return pack_outputs(self._infer(frame, bgr, state, untimed, overlay_alpha))
+
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
             for _ in range(2):
-                self._infer(frame, bgr, state, _StageTimer(self.device, False), overlay_alpha)
+                run()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (a ROS callback, say) must not invalidate this capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            outputs = self._infer(frame, bgr, state, _StageTimer(self.device, False), overlay_alpha)
+            packed, fields = run()
         LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
-        return _Graph(frame=frame, outputs=outputs, graph=graph)
+        return _Graph(frame=frame, packed=packed, fields=fields, graph=graph)
+
+    def _to_host(self, packed: torch.Tensor) -> torch.Tensor:
+        """The packed results in host memory, in one copy: into a fresh pinned block on CUDA (torch caches them,
+        and the result's arrays keep theirs alive), the tensor itself on the CPU."""
+        if packed.device.type == "cpu":
+            return packed
+        host = torch.empty(packed.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(packed, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return host
 
     def _infer(
         self, frame: torch.Tensor, bgr: bool, state: _TextState, timer: _StageTimer, overlay_alpha: float | None
