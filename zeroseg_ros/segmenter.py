@@ -290,7 +290,7 @@ class Segmenter:
             recorded.graph.replay()
             packed, fields = recorded.packed, recorded.fields
         else:
-            packed, fields = pack_outputs(self._infer(self._upload(image), bgr, state, timer, overlay_alpha))
+            packed, fields = self._infer(self._upload(image), bgr, state, timer, overlay_alpha)
         label_map_np, confidence_np, areas_np, sums_np, *overlay = unpack_outputs(self._to_host(packed), fields)
         timer.lap("postprocess")
         areas_np = areas_np[1:].astype(np.int64)
@@ -310,20 +310,16 @@ class Segmenter:
         """Record the device part of the pipeline for this frame size as a CUDA graph."""
         frame = self._upload(image).clone()
         untimed = _StageTimer(self.device, False)
-
-        def run() -> tuple[torch.Tensor, tuple[_Field, ...]]:
-            return pack_outputs(self._infer(frame, bgr, state, untimed, overlay_alpha))
-
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
             for _ in range(2):
-                run()
+                self._infer(frame, bgr, state, untimed, overlay_alpha)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (a ROS callback, say) must not invalidate this capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            packed, fields = run()
+            packed, fields = self._infer(frame, bgr, state, untimed, overlay_alpha)
         LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
         return _Graph(frame=frame, packed=packed, fields=fields, graph=graph)
 
@@ -339,9 +335,9 @@ class Segmenter:
 
     def _infer(
         self, frame: torch.Tensor, bgr: bool, state: _TextState, timer: _StageTimer, overlay_alpha: float | None
-    ) -> tuple[torch.Tensor, ...]:
-        """Device part: ``H x W x 3`` uint8 frame to label map, confidence, per-label areas and score sums, and
-        the overlay when ``overlay_alpha`` is given."""
+    ) -> tuple[torch.Tensor, tuple[_Field, ...]]:
+        """The device part, which a CUDA graph records: ``H x W x 3`` uint8 frame to the packed label map,
+        confidence, per-label areas and score sums, and the overlay when ``overlay_alpha`` is given."""
         config = self._config
         height, width = frame.shape[:2]
         size = self._model_input_size(height, width)
@@ -374,12 +370,12 @@ class Segmenter:
         areas = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, torch.ones_like(confidence).flatten())
         score_sums = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, confidence.flatten())
         if overlay_alpha is None:
-            return label_map, confidence, areas, score_sums
+            return pack_outputs((label_map, confidence, areas, score_sums))
         colours = state.colours.flip(1) if bgr else state.colours
         painted = frame.float() * (1.0 - overlay_alpha) + colours[flat].view(height, width, 3) * overlay_alpha
         overlay = torch.where((label_map > 0).unsqueeze(-1), painted.round(), frame.float()).to(torch.uint8)
         timer.lap("overlay")
-        return label_map, confidence, areas, score_sums, overlay
+        return pack_outputs((label_map, confidence, areas, score_sums, overlay))
 
     def _patch_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every patch to every phrase: ``(B, S, h, w)``."""

@@ -1,0 +1,94 @@
+"""What the CUDA-graph path records can be recorded: checked on the CPU, op by op.
+
+On CUDA the segmenter records everything from the uploaded frame to the packed results as one graph per frame
+size. A graph replays fixed kernels on fixed memory, so the recorded part must not wait for the device
+(``.item()``, ``bool(tensor)``), produce shapes that depend on the data (``nonzero``, boolean-mask indexing,
+``unique``) or build tensors from host data per frame (``torch.tensor(...)``): capture fails, or worse,
+replays a stale value. Those ops look the same on the CPU, so every op of a frame is traced here with a
+dispatch mode, for each method and the options that change the pipeline. The GPU itself is exercised by
+``test_gpu.py`` (graph replay equals eager) where a GPU is present.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from zeroseg_ros.config import METHODS, ModelConfig, SegmenterConfig
+from zeroseg_ros.segmenter import Segmenter, _StageTimer
+
+# Host synchronisation, data-dependent shapes, or a host tensor made per frame.
+NOT_RECORDABLE = {
+    "aten::_local_scalar_dense",
+    "aten::item",
+    "aten::nonzero",
+    "aten::nonzero_static",
+    "aten::masked_select",
+    "aten::masked_scatter",
+    "aten::_unique",
+    "aten::_unique2",
+    "aten::unique_dim",
+    "aten::unique_consecutive",
+    "aten::lift_fresh",
+    "aten::repeat_interleave",
+}
+
+
+class OpTrace(TorchDispatchMode):
+    """Names of the aten ops run under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func._schema.name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> Segmenter:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Segmenter(
+            ModelConfig(name="ViT-S-16", random_init=True, device="cpu"), SegmenterConfig(templates="none")
+        )
+
+
+def traced_frame(segmenter: Segmenter, **config: object) -> list[str]:
+    """The ops of the part a graph records (``Segmenter._infer``: uploaded frame to packed results), for a frame
+    after a first one, which fills the per-size caches as the graph's warm-up does."""
+    segmenter.update_config(short_side=64, **config)
+    segmenter.set_queries("person|pedestrian, car, tree")  # synonyms: the best-phrase-per-class path too
+    image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    segmenter.segment(image, "bgr", overlay_alpha=0.5)
+    frame = torch.from_numpy(image)
+    with OpTrace() as trace:
+        segmenter._infer(frame, True, segmenter._state, _StageTimer(segmenter.device, False), 0.5)
+    return trace.ops
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_records_without_host_synchronisation(segmenter: Segmenter, method: str) -> None:
+    ops = traced_frame(segmenter, method=method, background_words=("sky",))
+    assert "aten::scatter_reduce" in {op.removesuffix("_") for op in ops}  # the trace did see the whole frame
+    assert not NOT_RECORDABLE & set(ops)
+
+
+@pytest.mark.parametrize("options", [{"pamr": True}, {"slide_crop": 32, "slide_stride": 16}])
+def test_refinement_and_sliding_windows_record_without_host_synchronisation(
+    segmenter: Segmenter, options: dict[str, object]
+) -> None:
+    ops = traced_frame(segmenter, method="naclip", background_words=(), **options)
+    assert not NOT_RECORDABLE & set(ops)
+
+
+def test_the_trace_catches_a_host_synchronisation() -> None:
+    with OpTrace() as trace:
+        value = torch.arange(4.0)
+        _ = value[value > 1].sum().item()
+    assert {"aten::nonzero", "aten::_local_scalar_dense"} & set(trace.ops)
