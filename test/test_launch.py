@@ -159,8 +159,9 @@ def test_launch_description_with_ros2_launch(tmp_path: Path, monkeypatch: pytest
     for variable in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv("RMW_IMPLEMENTATION", raising=False)
+    monkeypatch.setenv("ROS_DISTRO", "humble")
     *environment, node = opaque.execute(context)
-    # Set before the node starts: the large-frames profile for Fast DDS 2.14+/3 and for Humble's 2.6.
+    # Set before the node starts: the large-frames profile under both names on a Fast DDS 2 distro.
     utilities = importlib.import_module("launch.utilities")
     assert {
         (utilities.perform_substitutions(context, a.name), Path(utilities.perform_substitutions(context, a.value)).name)

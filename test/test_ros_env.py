@@ -26,8 +26,17 @@ def test_shipped_profile_gives_shared_memory_room_for_two_1080p_frames() -> None
 def test_profile_is_added_for_fast_dds_by_default() -> None:
     for env in ({}, {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}, {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}):
         result = fastdds_environment({**env, "PATH": "/bin"})
-        assert all(result[variable] == SHIPPED for variable in FASTDDS_PROFILE_VARIABLES)
+        assert result["FASTDDS_DEFAULT_PROFILES_FILE"] == SHIPPED
         assert result["PATH"] == "/bin"
+
+
+def test_profile_variable_follows_the_distro_s_fast_dds() -> None:
+    # Fast DDS 3 warns that the old name is deprecated: Kilted and later get the new name alone.
+    for distro in ("kilted", "rolling"):
+        assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in fastdds_environment({"ROS_DISTRO": distro})
+    for distro in ("humble", "jazzy"):  # Fast DDS 2 reads the old name
+        result = fastdds_environment({"ROS_DISTRO": distro})
+        assert [result[variable] for variable in FASTDDS_PROFILE_VARIABLES] == [SHIPPED, SHIPPED]
 
 
 def test_a_profile_the_user_exported_wins() -> None:
@@ -43,6 +52,6 @@ def test_no_profile_for_another_middleware() -> None:
 
 def test_an_explicit_profile_replaces_and_none_removes() -> None:
     env = {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/robot/dds.xml", "HOME": "/root"}
-    replaced = fastdds_environment(env, "/tmp/mine.xml")
+    replaced = fastdds_environment({**env, "ROS_DISTRO": "jazzy"}, "/tmp/mine.xml")
     assert [replaced[v] for v in FASTDDS_PROFILE_VARIABLES] == ["/tmp/mine.xml", "/tmp/mine.xml"]
     assert fastdds_environment(env, "none") == {"HOME": "/root"}

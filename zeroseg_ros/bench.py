@@ -460,7 +460,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames first (%(default)s)")
     parser.add_argument("--naive-iterations", type=int, default=5, help="timed naive frames (%(default)s)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
-    parser.add_argument("--engine", default=None, help="exported image encoder (.onnx, .engine) to run instead")
+    parser.add_argument(
+        "--engine",
+        default=None,
+        help="exported image encoder (.onnx, .engine) to run instead (--ros: the node's image_encoder_engine)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency-vs-size PNG here")

@@ -259,7 +259,7 @@ class ZerosegNode(Node):
         self.get_logger().warning(
             f"{lost} camera frames were lost in the middleware before reaching this node. Fast DDS loses every "
             "best-effort frame larger than the publisher's shared-memory segment (512 KiB by default): start the "
-            f"camera with FASTDDS_DEFAULT_PROFILES_FILE={config_file(LARGE_FRAMES_PROFILE)} (Humble: "
+            f"camera with FASTDDS_DEFAULT_PROFILES_FILE={config_file(LARGE_FRAMES_PROFILE)} (Humble, Jazzy: "
             "FASTRTPS_DEFAULT_PROFILES_FILE), or publish reliable and set reliable:=true (README: Image transport)",
             throttle_duration_sec=LOG_THROTTLE_S,
         )

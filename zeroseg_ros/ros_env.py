@@ -9,8 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 PACKAGE = "zeroseg_ros"
-# Fast DDS 2.14+ and 3 (Jazzy, Kilted) read the first, Fast DDS 2.6 (Humble) the second.
+# Fast DDS 3 (Kilted on) reads the first and warns that the second is deprecated; Fast DDS 2 (Humble, Jazzy)
+# reads the second.
 FASTDDS_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+FASTDDS_2_DISTROS = ("foxy", "galactic", "humble", "iron", "jazzy")
 LARGE_FRAMES_PROFILE = "fastdds_large_frames.xml"
 
 
@@ -37,7 +39,8 @@ def fastdds_environment(env: Mapping[str, str], profile: str | None = None) -> d
 
     ``profile``: None for config/fastdds_large_frames.xml unless the user already exported a profile (theirs
     wins; nothing is set for another middleware); a file path to use that one; ``none`` for Fast DDS's own
-    defaults, which lose every best-effort frame over 512 KiB on one host (docs/benchmarks.md).
+    defaults, which lose every best-effort frame over 512 KiB on one host (docs/benchmarks.md). The variable
+    follows ``ROS_DISTRO``: both names up to Jazzy, the new one alone from Kilted on (and when it is unset).
     """
     result = dict(env)
     if profile == "none":
@@ -46,6 +49,7 @@ def fastdds_environment(env: Mapping[str, str], profile: str | None = None) -> d
         if not uses_fastdds(result) or any(result.get(v) for v in FASTDDS_PROFILE_VARIABLES):
             return result
         profile = str(config_file(LARGE_FRAMES_PROFILE))
-    for variable in FASTDDS_PROFILE_VARIABLES:
+    fastdds_2 = result.get("ROS_DISTRO") in FASTDDS_2_DISTROS
+    for variable in FASTDDS_PROFILE_VARIABLES if fastdds_2 else FASTDDS_PROFILE_VARIABLES[:1]:
         result[variable] = profile
     return result
