@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 
 from zeroseg_ros import bench
+from zeroseg_ros.config import parse_frame_sizes
 from zeroseg_ros.errors import ConfigError
 
 
 def test_percentiles_and_sizes() -> None:
     assert bench.percentiles([1.0, 2.0, 3.0, 4.0, 100.0]) == {"p50": 3.0, "p95": pytest.approx(80.8)}
-    assert bench.parse_size("640x480") == (480, 640)
-    with pytest.raises(ConfigError):
-        bench.parse_size("640")
+    assert parse_frame_sizes("640x480, 1280X720") == [(480, 640), (720, 1280)]
+    assert parse_frame_sizes(" ") == []
+    for bad in ("640", "640x0", "axb"):
+        with pytest.raises(ConfigError):
+            parse_frame_sizes(bad)
     frame = bench.synthetic_frame(48, 64)
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8 and frame.std() > 10
     np.testing.assert_array_equal(frame, bench.synthetic_frame(48, 64))

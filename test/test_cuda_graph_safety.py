@@ -19,6 +19,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from zeroseg_ros.config import METHODS, ModelConfig, SegmenterConfig
+from zeroseg_ros.preprocess import channel_index
 from zeroseg_ros.segmenter import Segmenter, _StageTimer
 
 # Host synchronisation, data-dependent shapes, or a host tensor made per frame.
@@ -66,9 +67,10 @@ def traced_frame(segmenter: Segmenter, **config: object) -> list[str]:
     segmenter.set_queries("person|pedestrian, car, tree")  # synonyms: the best-phrase-per-class path too
     image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     segmenter.segment(image, "bgr", overlay_alpha=0.5)
-    frame = torch.from_numpy(image)
+    frame, bgr = torch.from_numpy(image), channel_index(True, segmenter.device)
+    untimed = _StageTimer(segmenter.device, False)
     with OpTrace() as trace:
-        segmenter._infer(frame, True, segmenter._state, _StageTimer(segmenter.device, False), 0.5)
+        segmenter._infer(frame, bgr, segmenter._state, untimed, 0.5)
     return trace.ops
 
 

@@ -187,6 +187,33 @@ def test_missing_weights_stop_the_node_with_a_clear_message(tmp_path: Path) -> N
     assert "Traceback" not in log
 
 
+@pytest.mark.timeout(180)
+def test_the_node_warms_up_for_the_given_sizes_before_the_first_frame(tmp_path: Path) -> None:
+    parameters = {**FAST_NODE_PARAMETERS, "queries": "cat, dog", "warmup_sizes": "64x48, 32x32"}
+    with node_process(tmp_path, parameters) as node, probe() as test_probe:
+        test_probe.wait_for_node(node)
+        test_probe.spin_until(
+            lambda: (
+                test_probe.diagnostics().get("queries") == "cat, dog"
+                and "warmed up for 32x32, 64x48 frames" in node.log()
+            ),
+            60.0,
+            "the warm-up",
+        )
+        assert node.log().index("segmenting 2 labels") < node.log().index("warmed up")
+        test_probe.publish_frame(make_frame(48, 64), "rgb8", stamp_ns=1)
+        test_probe.spin_until(lambda: len(test_probe.received["mask"]) == 1, 60.0, "a mask")
+
+
+def test_a_bad_warmup_size_stops_the_node_with_a_clear_message(tmp_path: Path) -> None:
+    with node_process(tmp_path, {**FAST_NODE_PARAMETERS, "warmup_sizes": "640x480, 1280"}) as node:
+        node.process.wait(timeout=100)
+        log = node.log()
+    assert node.process.returncode == 2
+    assert "cannot start: warmup_sizes: frame size must look like 640x480 (width x height), got '1280'" in log
+    assert "Traceback" not in log
+
+
 @pytest.mark.timeout(240)
 def test_an_exported_onnx_encoder_runs_in_the_node(tmp_path: Path) -> None:
     """image_encoder_engine: the node segments with ONNX Runtime and takes the engine's method."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zeroseg_ros.errors import InvalidImageError
-from zeroseg_ros.preprocess import FrameUploader, Normaliser, check_image, target_size
+from zeroseg_ros.preprocess import FrameUploader, Normaliser, channel_index, check_image, target_size
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -50,7 +50,9 @@ def test_normaliser_matches_the_formula_and_flips_bgr():
         :, None, None
     ]
     torch.testing.assert_close(pixels[0], expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(normalise(frame.flip(-1), (8, 6), bgr=True), pixels)
+    bgr = channel_index(True, torch.device("cpu"))
+    torch.testing.assert_close(normalise(frame.flip(-1), (8, 6), bgr), pixels)
+    torch.testing.assert_close(normalise(frame, (8, 6), channel_index(False, torch.device("cpu"))), pixels)
     assert normalise(frame, (4, 3)).shape == (1, 3, 4, 3)
 
 

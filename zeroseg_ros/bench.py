@@ -39,7 +39,7 @@ from zeroseg_ros.cli import (
     model_config_from_args,
     segmenter_config_from_args,
 )
-from zeroseg_ros.config import METHODS, PRECISIONS, ModelConfig, SegmenterConfig
+from zeroseg_ros.config import METHODS, PRECISIONS, ModelConfig, SegmenterConfig, parse_frame_sizes
 from zeroseg_ros.errors import ConfigError, ZerosegError
 from zeroseg_ros.model import resolve_device
 from zeroseg_ros.overlay import draw_overlay
@@ -56,17 +56,6 @@ def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
         raise ValueError("no samples")
     values = np.asarray(samples_ms, dtype=np.float64)
     return {"p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95))}
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x480"`` -> ``(480, 640)`` as (height, width)."""
-    try:
-        width, height = (int(part) for part in text.lower().split("x"))
-    except ValueError as error:
-        raise ConfigError(f"frame size must look like 640x480 (width x height), got {text!r}") from error
-    if width <= 0 or height <= 0:
-        raise ConfigError(f"frame size must be positive, got {text!r}")
-    return height, width
 
 
 def synthetic_frame(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -486,7 +475,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     if args.iterations < 1 or args.warmup < 0 or args.naive_iterations < 1:
         raise ConfigError("--iterations and --naive-iterations must be >= 1, --warmup >= 0")
     return BenchOptions(
-        sizes=[parse_size(s) for s in _split(args.sizes, None, "sizes")],
+        sizes=parse_frame_sizes(",".join(_split(args.sizes, None, "sizes"))),
         methods=_split(args.methods or args.method or SegmenterConfig().method, METHODS, "methods"),
         devices=_split(args.devices or args.device, None, "devices"),
         precisions=_split(args.precisions or args.precision, PRECISIONS, "precisions"),

@@ -107,3 +107,18 @@ class SegmenterConfig:
         if unknown:
             raise ConfigError(f"unknown segmenter settings: {sorted(unknown)}")
         return dataclasses.replace(self, **changes)
+
+
+def parse_frame_sizes(text: str) -> list[tuple[int, int]]:
+    """``"640x480, 1280x720"`` (width x height, as cameras state them) -> ``[(480, 640), (720, 1280)]`` as
+    (height, width); empty text gives none."""
+    sizes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            width, height = (int(number) for number in part.lower().split("x"))
+        except ValueError as error:
+            raise ConfigError(f"frame size must look like 640x480 (width x height), got {part!r}") from error
+        if width <= 0 or height <= 0:
+            raise ConfigError(f"frame size must be positive, got {part!r}")
+        sizes.append((height, width))
+    return sizes

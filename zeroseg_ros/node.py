@@ -40,6 +40,7 @@ except ImportError:  # Humble
     from rclpy.qos_event import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
 
 from zeroseg_ros.cli import register_ros_passthrough
+from zeroseg_ros.config import parse_frame_sizes
 from zeroseg_ros.errors import ConfigError, InvalidQueryError, WeightsNotFoundError, ZerosegError
 from zeroseg_ros.image_codec import array_to_image, compressed_to_segmenter_input, image_to_segmenter_input
 from zeroseg_ros.model import resolve_device
@@ -183,6 +184,10 @@ class ZerosegNode(Node):
         self._pending_config: dict[str, ParamValue] = {}
         self._stopping = False
         self._last_started = 0.0
+        # Frame sizes to have ready (recorded, on CUDA) whenever queries or settings change.
+        self._frame_sizes: set[tuple[int, int]] = set(parse_frame_sizes(str(values["warmup_sizes"])))
+        self._warmed_up = False
+        self._warming_up = False
 
         # Counters for /diagnostics.
         self.frames_received = 0
@@ -372,6 +377,8 @@ class ZerosegNode(Node):
                     self.segmenter.update_config(**self._config_changes(config))
                 if queries is not None:
                     self._apply_queries(queries)
+                if config or queries is not None:
+                    self._warm_up()
                 if frame is not None:
                     self._last_started = time.monotonic()
                     self._process(frame)
@@ -400,6 +407,27 @@ class ZerosegNode(Node):
         self.get_logger().info(f"segmenting {len(self.segmenter.labels)} labels: {labels}")
         self._warned_no_queries = False
 
+    def _warm_up(self) -> None:
+        """Run the pipeline for the known frame sizes now, so that the next frame does not wait for it: once
+        (model caches), and after every change where frames replay CUDA graphs (a change drops them)."""
+        if not self.segmenter.labels or not self._frame_sizes:
+            return
+        if self._warmed_up and not self.segmenter.records_graphs:
+            return
+        sizes = sorted(self._frame_sizes)
+        self._warming_up = True
+        started = time.monotonic()
+        try:
+            self.segmenter.warmup(sizes, self._overlay_alpha())
+        finally:
+            self._warming_up = False
+        self._warmed_up = True
+        names = ", ".join(f"{width}x{height}" for height, width in sizes)
+        self.get_logger().info(f"warmed up for {names} frames in {(time.monotonic() - started) * 1000:.0f} ms")
+
+    def _overlay_alpha(self) -> float | None:
+        return float(self._values["overlay_alpha"]) if self._values["publish_overlay"] else None
+
     def _count_rejection(self, reason: str) -> None:
         with self._stats_lock:
             self.frames_rejected += 1
@@ -421,8 +449,8 @@ class ZerosegNode(Node):
         else:
             pixels, order = image_to_segmenter_input(frame.msg, max_pixels)
         # The overlay is blended on the device with the rest of the pipeline; only the legend is drawn here.
-        alpha = float(self._values["overlay_alpha"]) if self._values["publish_overlay"] else None
-        result = self.segmenter.segment(pixels, "bgr" if order == "bgr" else "rgb", overlay_alpha=alpha)
+        result = self.segmenter.segment(pixels, "bgr" if order == "bgr" else "rgb", overlay_alpha=self._overlay_alpha())
+        self._frame_sizes.add(pixels.shape[:2])
         self._publish(frame.msg.header, order, result)
         latency_ms = (time.monotonic() - frame.received) * 1000.0
         with self._stats_lock:
@@ -477,6 +505,8 @@ class ZerosegNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, "waiting for queries"
         elif newly_lost:
             status.level, status.message = DiagnosticStatus.WARN, f"{newly_lost} frames lost in transport"
+        elif self._warming_up:
+            status.level, status.message = DiagnosticStatus.OK, "warming up"
         elif self.frames_received == 0:
             status.level, status.message = DiagnosticStatus.WARN, "no images received yet"
         else:

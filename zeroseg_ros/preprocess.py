@@ -78,6 +78,12 @@ class FrameUploader:
         return host.to(self.device, non_blocking=True)
 
 
+def channel_index(bgr: bool, device: torch.device) -> torch.Tensor:
+    """Indices that put a frame's channels in RGB order, and an RGB palette in the frame's order. A tensor, not
+    a flag: a recorded CUDA graph then serves rgb and bgr frames alike."""
+    return torch.tensor([2, 1, 0] if bgr else [0, 1, 2], device=device)
+
+
 class Normaliser:
     """Turns an ``H x W x 3`` uint8 frame on the device into CLIP's ``(1, 3, h, w)`` input of a given size."""
 
@@ -93,10 +99,13 @@ class Normaliser:
         self._std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
         self._dtype = dtype
 
-    def __call__(self, frame: torch.Tensor, size: tuple[int, int], bgr: bool = False) -> torch.Tensor:
+    def __call__(
+        self, frame: torch.Tensor, size: tuple[int, int], channels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``channels``: ``channel_index`` of the frame's order (None: the frame is RGB)."""
         pixels = frame.permute(2, 0, 1).unsqueeze(0).float()
-        if bgr:
-            pixels = pixels.flip(1)
+        if channels is not None:
+            pixels = pixels.index_select(1, channels)
         if tuple(pixels.shape[-2:]) != tuple(size):
             pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
         return ((pixels - self._mean) / self._std).to(self._dtype)

@@ -7,9 +7,18 @@ each entry into an rclpy ParameterDescriptor; ``config/zeroseg.yaml`` lists the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from zeroseg_ros.config import METHODS, PRECISIONS, TEMPLATE_SETS, ModelConfig, SegmenterConfig
+from zeroseg_ros.config import (
+    METHODS,
+    PRECISIONS,
+    TEMPLATE_SETS,
+    ModelConfig,
+    SegmenterConfig,
+    parse_frame_sizes,
+)
+from zeroseg_ros.errors import ConfigError
 
 ParamValue = bool | int | float | str
 
@@ -24,6 +33,7 @@ class ParamSpec:
     runtime: True when ``ros2 param set`` applies it to the running node; False when it is fixed at start-up
     (a change is refused with that reason). minimum/maximum: the range advertised to ROS tools and enforced.
     choices: the accepted strings (enforced by the node, listed in the descriptor's constraints).
+    parse: for a string with a syntax of its own, the parser that raises ConfigError on a bad value.
     """
 
     name: str
@@ -33,6 +43,7 @@ class ParamSpec:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
+    parse: Callable[[str], object] | None = None
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -161,6 +172,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "diagnostics_period", 1.0, "Seconds between /diagnostics messages.", runtime=False, minimum=0.1, maximum=60.0
     ),
+    ParamSpec(
+        "warmup_sizes",
+        "640x480",
+        "Frame sizes WxH, comma separated, run (on CUDA: recorded as graphs) as soon as the queries are set, and "
+        "again after a change, so that no frame waits for it. Sizes seen later are added. Empty: none.",
+        runtime=False,
+        parse=parse_frame_sizes,
+    ),
 )
 
 PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
@@ -194,6 +213,11 @@ def check_value(spec: ParamSpec, value: ParamValue) -> str | None:
         return f"{spec.name} must be at least {spec.minimum}, got {value}"
     if spec.maximum is not None and value > spec.maximum:  # type: ignore[operator]
         return f"{spec.name} must be at most {spec.maximum}, got {value}"
+    if spec.parse is not None:
+        try:
+            spec.parse(str(value))
+        except ConfigError as error:
+            return f"{spec.name}: {error}"
     return None
 
 

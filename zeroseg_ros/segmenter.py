@@ -31,7 +31,7 @@ from zeroseg_ros.errors import ConfigError, InferenceResourceError, InvalidImage
 from zeroseg_ros.model import LoadedCLIP, load_clip
 from zeroseg_ros.overlay import palette
 from zeroseg_ros.pamr import pamr
-from zeroseg_ros.preprocess import CHANNEL_ORDERS, FrameUploader, Normaliser, check_image, target_size
+from zeroseg_ros.preprocess import CHANNEL_ORDERS, FrameUploader, Normaliser, channel_index, check_image, target_size
 from zeroseg_ros.text import Query, TextEncoder, parse_queries
 
 LOGGER = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ def unpack_outputs(host: torch.Tensor, fields: Sequence[_Field]) -> list[np.ndar
 
 @dataclass
 class _Graph:
-    frame: torch.Tensor  # static input: each frame is copied in before replay
+    frame: torch.Tensor  # static inputs: each frame and its channel order are copied in before replay
+    channels: torch.Tensor
     packed: torch.Tensor  # static output: every result, packed
     fields: tuple[_Field, ...]
     graph: torch.cuda.CUDAGraph
@@ -147,8 +148,9 @@ class Segmenter:
         self._text = TextEncoder(self._clip.model, self._clip.tokenizer, self.device, self._config.templates)
         self._upload = FrameUploader(self.device)
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
+        self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
-        self._graphs: dict[tuple[int, int, bool], _Graph] = {}
+        self._graphs: dict[tuple[int, int, float | None], _Graph] = {}
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ settings
@@ -272,25 +274,32 @@ class Segmenter:
                     f"{len(state.queries)} queries; lower short_side, use fewer queries or a smaller model"
                 ) from error
 
-    def warmup(self, sizes: Sequence[tuple[int, int]]) -> None:
+    @property
+    def records_graphs(self) -> bool:
+        """Whether frames run as recorded CUDA graphs (recorded per frame size and again after any change)."""
+        return self._use_graphs
+
+    def warmup(self, sizes: Sequence[tuple[int, int]], overlay_alpha: float | None = None) -> None:
         """Run (and on CUDA, record) the pipeline for ``(height, width)`` frame sizes before the first frame."""
         for height, width in sizes:
-            self.segment(np.zeros((height, width, 3), dtype=np.uint8))
+            self.segment(np.zeros((height, width, 3), dtype=np.uint8), overlay_alpha=overlay_alpha)
 
     def _segment(
         self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None
     ) -> SegmentationResult:
         timer = _StageTimer(self.device, self.profile)
-        key = (image.shape[0], image.shape[1], bgr, overlay_alpha)
+        channels = self._channels[bgr]
+        key = (image.shape[0], image.shape[1], overlay_alpha)
         if self._use_graphs and key not in self._graphs:
-            self._graphs[key] = self._record(image, bgr, state, overlay_alpha)
+            self._graphs[key] = self._record(image, channels, state, overlay_alpha)
         if self._use_graphs:
             recorded = self._graphs[key]
             self._upload(image, out=recorded.frame)
+            recorded.channels.copy_(channels)
             recorded.graph.replay()
             packed, fields = recorded.packed, recorded.fields
         else:
-            packed, fields = self._infer(self._upload(image), bgr, state, timer, overlay_alpha)
+            packed, fields = self._infer(self._upload(image), channels, state, timer, overlay_alpha)
         label_map_np, confidence_np, areas_np, sums_np, *overlay = unpack_outputs(self._to_host(packed), fields)
         timer.lap("postprocess")
         areas_np = areas_np[1:].astype(np.int64)
@@ -306,22 +315,25 @@ class Segmenter:
             overlay=overlay[0] if overlay else None,
         )
 
-    def _record(self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None) -> _Graph:
+    def _record(
+        self, image: np.ndarray, channels: torch.Tensor, state: _TextState, overlay_alpha: float | None
+    ) -> _Graph:
         """Record the device part of the pipeline for this frame size as a CUDA graph."""
         frame = self._upload(image).clone()
+        channels = channels.clone()
         untimed = _StageTimer(self.device, False)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
             for _ in range(2):
-                self._infer(frame, bgr, state, untimed, overlay_alpha)
+                self._infer(frame, channels, state, untimed, overlay_alpha)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (a ROS callback, say) must not invalidate this capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            packed, fields = self._infer(frame, bgr, state, untimed, overlay_alpha)
+            packed, fields = self._infer(frame, channels, state, untimed, overlay_alpha)
         LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
-        return _Graph(frame=frame, packed=packed, fields=fields, graph=graph)
+        return _Graph(frame=frame, channels=channels, packed=packed, fields=fields, graph=graph)
 
     def _to_host(self, packed: torch.Tensor) -> torch.Tensor:
         """The packed results in host memory, in one copy: into a fresh pinned block on CUDA (torch caches them,
@@ -334,14 +346,19 @@ class Segmenter:
         return host
 
     def _infer(
-        self, frame: torch.Tensor, bgr: bool, state: _TextState, timer: _StageTimer, overlay_alpha: float | None
+        self,
+        frame: torch.Tensor,
+        channels: torch.Tensor,
+        state: _TextState,
+        timer: _StageTimer,
+        overlay_alpha: float | None,
     ) -> tuple[torch.Tensor, tuple[_Field, ...]]:
         """The device part, which a CUDA graph records: ``H x W x 3`` uint8 frame to the packed label map,
         confidence, per-label areas and score sums, and the overlay when ``overlay_alpha`` is given."""
         config = self._config
         height, width = frame.shape[:2]
         size = self._model_input_size(height, width)
-        pixels = self._normalise(frame, size, bgr)
+        pixels = self._normalise(frame, size, channels)
         timer.lap("preprocess")
 
         if config.slide_crop > 0:
@@ -371,7 +388,7 @@ class Segmenter:
         score_sums = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, confidence.flatten())
         if overlay_alpha is None:
             return pack_outputs((label_map, confidence, areas, score_sums))
-        colours = state.colours.flip(1) if bgr else state.colours
+        colours = state.colours.index_select(1, channels)  # the palette in the frame's channel order
         painted = frame.float() * (1.0 - overlay_alpha) + colours[flat].view(height, width, 3) * overlay_alpha
         overlay = torch.where((label_map > 0).unsqueeze(-1), painted.round(), frame.float()).to(torch.uint8)
         timer.lap("overlay")
