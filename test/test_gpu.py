@@ -59,6 +59,18 @@ def test_cuda_graph_replay_equals_eager(frame: np.ndarray, method: str) -> None:
     np.testing.assert_array_equal(graphed.segment(other).label_map, eager.segment(other).label_map)
 
 
+def test_one_recorded_graph_serves_rgb_and_bgr_frames_with_the_overlay(frame: np.ndarray) -> None:
+    graphed, eager = segmenter(), segmenter(cuda_graphs=False)
+    graphed.warmup([frame.shape[:2]], overlay_alpha=0.5)
+    bgr = np.ascontiguousarray(frame[:, :, ::-1])
+    for image, order in ((frame, "rgb"), (bgr, "bgr"), (frame, "rgb")):
+        result = graphed.segment(image, order, overlay_alpha=0.5)
+        expected = eager.segment(image, order, overlay_alpha=0.5)
+        np.testing.assert_array_equal(result.label_map, expected.label_map)
+        np.testing.assert_array_equal(result.overlay, expected.overlay)
+    np.testing.assert_array_equal(graphed.segment(bgr, "bgr", 0.5).overlay[:, :, ::-1], result.overlay)
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 def test_half_precision_is_close_to_fp32(frame: np.ndarray, eager_fp32, precision: str) -> None:
     result = segmenter(precision).segment(frame)
