@@ -14,6 +14,7 @@ from zeroseg_ros import export_onnx
 from zeroseg_ros.config import ModelConfig
 from zeroseg_ros.errors import ConfigError
 from zeroseg_ros.export_onnx import EncoderMetadata, compare_with_torch, export_encoder, load_encoder
+from zeroseg_ros.preprocess import target_size
 
 MODEL = ModelConfig(name="ViT-B-16", random_init=True, device="cpu")
 
@@ -62,3 +63,19 @@ def test_command_line_exports_and_checks(tmp_path: Path, capsys: pytest.CaptureF
     difference = float(printed.rsplit(":", 1)[1])
     assert difference < 1e-4
     assert EncoderMetadata.from_props(json.loads(out.with_suffix(".json").read_text())).method == "clearclip"
+
+
+def test_command_line_sizes_the_input_from_the_camera_frame(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    export_onnx.register(parser.add_subparsers())
+    model = ["--model", "ViT-S-32", "--random-weights", "--device", "cpu", "--no-check"]
+    out = tmp_path / "frame.onnx"
+    args = parser.parse_args(["export-onnx", "--out", str(out), "--frame", "640x480", "--short-side", "64", *model])
+    assert args.func(args) == 0
+    metadata = EncoderMetadata.from_props(json.loads(out.with_suffix(".json").read_text()))
+    # What the segmenter feeds the model for a 640x480 frame at short side 64 with 32-pixel patches.
+    assert (metadata.height, metadata.width) == target_size(480, 640, 64, 32) == (64, 96)
+    for bad in (["--frame", "640x480", "--height", "64"], ["--height", "64"], ["--frame", "640x480,320x240"]):
+        args = parser.parse_args(["export-onnx", "--out", str(out), *bad, *model])
+        with pytest.raises(ConfigError):
+            args.func(args)

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from zeroseg_ros.cli import add_model_arguments, model_config_from_args
-from zeroseg_ros.config import METHODS, ModelConfig, SegmenterConfig
+from zeroseg_ros.config import METHODS, ModelConfig, SegmenterConfig, parse_frame_sizes
 from zeroseg_ros.dense import DenseCLIPEncoder
 from zeroseg_ros.errors import ConfigError
 from zeroseg_ros.model import load_clip
+from zeroseg_ros.preprocess import target_size
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "features"
@@ -152,8 +153,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT (.onnx) and OUT's .json sidecar, then checks ONNX Runtime against PyTorch.",
     )
     parser.add_argument("--out", type=Path, required=True, help="output .onnx file")
-    parser.add_argument("--height", type=int, required=True, help="model input height (multiple of the patch)")
-    parser.add_argument("--width", type=int, required=True, help="model input width (multiple of the patch)")
+    size = parser.add_argument_group("input size: the camera's frame and short side, or the model input itself")
+    size.add_argument("--frame", default=None, help="camera frame WxH, e.g. 640x480 (the node sizes it as below)")
+    size.add_argument("--short-side", type=int, default=SegmenterConfig().short_side, help="with --frame (%(default)s)")
+    size.add_argument("--height", type=int, default=None, help="model input height (multiple of the patch)")
+    size.add_argument("--width", type=int, default=None, help="model input width (multiple of the patch)")
     parser.add_argument("--method", choices=METHODS, default=SegmenterConfig().method)
     parser.add_argument("--neighbourhood-std", type=float, default=SegmenterConfig().neighbourhood_std)
     parser.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime vs PyTorch comparison")
@@ -161,10 +165,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
+def input_size(args: argparse.Namespace, patch: int) -> tuple[int, int]:
+    """The model input ``(height, width)``: the one the segmenter gives ``--frame`` at ``--short-side``, or
+    ``--height`` and ``--width`` as given."""
+    if args.frame and (args.height or args.width):
+        raise ConfigError("give --frame (with --short-side) or --height and --width, not both")
+    if args.frame:
+        sizes = parse_frame_sizes(args.frame)
+        if len(sizes) != 1:
+            raise ConfigError(f"--frame takes one size, got {args.frame!r}")
+        return target_size(*sizes[0], args.short_side, patch)
+    if not (args.height and args.width):
+        raise ConfigError("give --frame WxH (with --short-side) or both --height and --width")
+    return args.height, args.width
+
+
 def _run(args: argparse.Namespace) -> int:
     model_config = model_config_from_args(args)
     encoder, weights = load_encoder(model_config, args.method, args.neighbourhood_std)
-    metadata = export_encoder(encoder, args.out, args.height, args.width, model_config.name, weights)
+    height, width = input_size(args, max(encoder.patch_size))
+    metadata = export_encoder(encoder, args.out, height, width, model_config.name, weights)
     print(f"wrote {args.out} ({metadata.method}, {metadata.height} x {metadata.width}, {metadata.model})")
     if not args.no_check:
         print(f"max abs difference ONNX Runtime vs PyTorch: {compare_with_torch(encoder, args.out):.3g}")
