@@ -102,6 +102,49 @@ def test_mono16_is_scaled_by_the_frame_maximum() -> None:
     assert pixels.tolist() == [[0, 128, 255]]
 
 
+COLOUR = (200, 100, 50)  # R, G, B
+
+
+def yuv_of(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """BT.601 video-range Y, U, V of one RGB colour (what a camera's YUV output holds)."""
+    r, g, b = rgb
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    u = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    v = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+    return round(y), round(u), round(v)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "byte_order"),
+    [("uyvy", "UYVY"), ("yuv422", "UYVY"), ("yuyv", "YUYV"), ("yuv422_yuy2", "YUYV")],
+)
+def test_packed_yuv422_becomes_rgb(encoding: str, byte_order: str) -> None:
+    y, u, v = yuv_of(COLOUR)
+    pair = bytes({"Y": y, "U": u, "V": v}[c] for c in byte_order)  # two pixels: 4 bytes
+    msg = Image(height=4, width=6, encoding=encoding, step=12)
+    msg.data = pair * (3 * 4)
+    pixels, order = image_to_segmenter_input(msg)
+    assert order == "rgb" and pixels.shape == (4, 6, 3)
+    np.testing.assert_allclose(pixels.reshape(-1, 3), np.tile(COLOUR, (24, 1)), atol=4)
+    msg.width, msg.step, msg.data = 5, 10, bytes(40)
+    with pytest.raises(InvalidImageError, match="width must be even"):
+        image_to_segmenter_input(msg)
+
+
+@pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_mosaics_become_rgb_with_each_pattern(pattern: str, bits: int) -> None:
+    # A flat colour seen through the mosaic: each cell of the 2x2 pattern holds its own channel.
+    channel = {"r": 0, "g": 1, "b": 2}
+    mosaic = np.zeros((8, 10), dtype=np.uint16 if bits == 16 else np.uint8)
+    for index, letter in enumerate(pattern):
+        mosaic[index // 2 :: 2, index % 2 :: 2] = COLOUR[channel[letter]] * (256 if bits == 16 else 1)
+    pixels, order = image_to_segmenter_input(array_to_image(mosaic, f"bayer_{pattern}{bits}", Image))
+    assert order == "rgb" and pixels.shape == (8, 10, 3) and pixels.dtype == np.uint8
+    expected = np.array(COLOUR) * (255 / 200 if bits == 16 else 1)  # 16 bits: scaled by the frame's maximum
+    np.testing.assert_allclose(pixels[2:-2, 2:-2].reshape(-1, 3), np.tile(expected, (24, 1)), atol=2)
+
+
 def test_32fc1_is_not_a_camera_input() -> None:
     msg = array_to_image(np.zeros((2, 2), np.float32), "32FC1", Image)
     with pytest.raises(InvalidImageError, match="unsupported encoding '32FC1'"):
@@ -119,7 +162,7 @@ def make_message(**fields: object) -> Image:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"encoding": "yuv422"}, "unsupported encoding 'yuv422'"),
+        ({"encoding": "nv21"}, "unsupported encoding 'nv21'"),
         ({"encoding": ""}, "unsupported encoding ''"),
         ({"height": 0, "data": b""}, r"image is empty \(4x0\)"),
         ({"width": 0}, r"image is empty \(0x4\)"),

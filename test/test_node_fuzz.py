@@ -27,7 +27,7 @@ def malformed_image(index: int, rng: np.random.Generator) -> Image:
     size = msg.step * msg.height
     kind = index % 9
     if kind == 0:
-        msg.encoding = str(rng.choice(["yuv422", "bayer_rggb8", "", "16UC3", "32FC1", "RGB8", "rgb 8", "ünï"]))
+        msg.encoding = str(rng.choice(["nv21", "rgb16", "", "16UC3", "32FC1", "RGB8", "rgb 8", "ünï"]))
     elif kind == 1:
         size -= int(rng.integers(1, size + 1))  # data too short (possibly empty)
     elif kind == 2:

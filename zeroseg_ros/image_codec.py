@@ -35,17 +35,36 @@ class EncodingInfo:
     dtype: np.dtype
     channels: int
     channel_order: str  # "rgb", "bgr" or "gray": how the segmenter must read the colour channels
+    to_rgb: int | None = None  # OpenCV conversion to RGB for raw encodings (packed YUV, Bayer mosaics)
 
 
+_U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
 ENCODINGS: dict[str, EncodingInfo] = {
-    "rgb8": EncodingInfo(np.dtype(np.uint8), 3, "rgb"),
-    "bgr8": EncodingInfo(np.dtype(np.uint8), 3, "bgr"),
-    "rgba8": EncodingInfo(np.dtype(np.uint8), 4, "rgb"),
-    "bgra8": EncodingInfo(np.dtype(np.uint8), 4, "bgr"),
-    "mono8": EncodingInfo(np.dtype(np.uint8), 1, "gray"),
-    "mono16": EncodingInfo(np.dtype(np.uint16), 1, "gray"),
+    "rgb8": EncodingInfo(_U8, 3, "rgb"),
+    "bgr8": EncodingInfo(_U8, 3, "bgr"),
+    "rgba8": EncodingInfo(_U8, 4, "rgb"),
+    "bgra8": EncodingInfo(_U8, 4, "bgr"),
+    "mono8": EncodingInfo(_U8, 1, "gray"),
+    "mono16": EncodingInfo(_U16, 1, "gray"),
     # OpenCV's generic 3-channel type: OpenCV (and so cv_bridge users) store colour as BGR.
-    "8UC3": EncodingInfo(np.dtype(np.uint8), 3, "bgr"),
+    "8UC3": EncodingInfo(_U8, 3, "bgr"),
+    # Packed YUV 4:2:2 of USB and V4L2 cameras; "yuv422" and "yuv422_yuy2" are the older names of the same.
+    "uyvy": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_UYVY),
+    "yuyv": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_YUYV),
+    "yuv422_yuy2": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_YUYV),
+    # Raw Bayer mosaics, named by their top-left 2x2 cell. OpenCV names a pattern by the cell that starts at
+    # the second row and column, hence RGGB -> "BayerBG" (as cv_bridge maps them).
+    **{
+        f"bayer_{pattern}{bits}": EncodingInfo(dtype, 1, "rgb", code)
+        for pattern, code in (
+            ("rggb", cv2.COLOR_BayerBG2RGB),
+            ("bggr", cv2.COLOR_BayerRG2RGB),
+            ("gbrg", cv2.COLOR_BayerGR2RGB),
+            ("grbg", cv2.COLOR_BayerGB2RGB),
+        )
+        for bits, dtype in (("8", _U8), ("16", _U16))
+    },
 }
 # Encodings the node publishes but does not accept as camera input.
 OUTPUT_ENCODINGS: dict[str, EncodingInfo] = {
@@ -111,7 +130,7 @@ def image_to_array(msg: ImageLike, max_pixels: int = 8192 * 8192) -> np.ndarray:
     """
     info = _encoding_info(msg.encoding, OUTPUT_ENCODINGS)
     _check_layout(msg, info, max_pixels)
-    if _BRIDGE is not None:
+    if _BRIDGE is not None and info.to_rgb is None:  # older cv_bridge releases lack "uyvy", "yuyv" and such
         return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
     return _numpy_image_to_array(msg, info)
 
@@ -130,7 +149,8 @@ def _numpy_image_to_array(msg: ImageLike, info: EncodingInfo) -> np.ndarray:
 def image_to_segmenter_input(msg: ImageLike, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, str]:
     """A camera image as the segmenter takes it: (HxWx3 uint8, "rgb"|"bgr") or (HxW uint8, "gray").
 
-    Alpha is dropped; mono16 is scaled to 8 bits by the frame's own maximum (12- and 16-bit cameras alike).
+    Alpha is dropped; 16-bit images (mono16, 16-bit Bayer) are scaled to 8 bits by the frame's own maximum
+    (12- and 16-bit sensors alike); packed YUV and Bayer mosaics are converted to RGB.
     """
     info = _encoding_info(msg.encoding, ENCODINGS)
     pixels = image_to_array(msg, max_pixels)
@@ -139,7 +159,19 @@ def image_to_segmenter_input(msg: ImageLike, max_pixels: int = 8192 * 8192) -> t
     if pixels.dtype == np.uint16:
         peak = max(int(pixels.max()), 1)
         pixels = (pixels.astype(np.float32) * (255.0 / peak)).round().astype(np.uint8)
+    if info.to_rgb is not None:
+        pixels = _raw_to_rgb(pixels, msg.encoding, info.to_rgb)
     return pixels, info.channel_order
+
+
+def _raw_to_rgb(pixels: np.ndarray, encoding: str, code: int) -> np.ndarray:
+    """Packed YUV 4:2:2 (two pixels share one U and V) or a Bayer mosaic (a 2x2 cell per colour) to RGB."""
+    height, width = pixels.shape[:2]
+    if encoding.startswith("bayer_") and (height < 2 or width < 2):
+        raise InvalidImageError(f"a {encoding} image needs at least 2x2 pixels, got {width}x{height}")
+    if not encoding.startswith("bayer_") and width % 2:
+        raise InvalidImageError(f"{encoding} packs pixel pairs: its width must be even, got {width}")
+    return cv2.cvtColor(pixels, code)
 
 
 def compressed_to_segmenter_input(msg: CompressedImageLike, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, str]:
