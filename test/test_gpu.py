@@ -14,7 +14,7 @@ import torch
 from zeroseg_ros.bench import synthetic_frame
 from zeroseg_ros.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.errors import InferenceResourceError
-from zeroseg_ros.segmenter import Segmenter
+from zeroseg_ros.segmenter import GRAPHS_KEPT, Segmenter
 
 pytestmark = [
     pytest.mark.gpu,
@@ -69,6 +69,18 @@ def test_one_recorded_graph_serves_rgb_and_bgr_frames_with_the_overlay(frame: np
         np.testing.assert_array_equal(result.label_map, expected.label_map)
         np.testing.assert_array_equal(result.overlay, expected.overlay)
     np.testing.assert_array_equal(graphed.segment(bgr, "bgr", 0.5).overlay[:, :, ::-1], result.overlay)
+
+
+def test_recorded_graphs_are_bounded_least_recently_used_first(frame: np.ndarray) -> None:
+    graphed, eager = segmenter(), segmenter(cuda_graphs=False)
+    for index in range(GRAPHS_KEPT + 2):  # one more size than kept, then the first size again
+        graphed.segment(synthetic_frame(64 + 16 * index, 96))
+        assert len(graphed._graphs) == min(index + 1, GRAPHS_KEPT)
+    assert (64, 96, None) not in graphed._graphs
+    small = synthetic_frame(64, 96)
+    np.testing.assert_array_equal(graphed.segment(small).label_map, eager.segment(small).label_map)
+    assert (64, 96, None) in graphed._graphs and len(graphed._graphs) == GRAPHS_KEPT
+    assert (64 + 2 * 16, 96, None) not in graphed._graphs  # the least recently used one made room
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])

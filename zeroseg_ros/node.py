@@ -66,6 +66,7 @@ except ImportError:
 NODE_NAME = "zeroseg"
 LOG_THROTTLE_S = 5.0
 LATENCY_WINDOW = 200
+WARM_SIZES_KEPT = 4  # frame sizes kept ready: those of warmup_sizes, then the latest seen
 
 IMAGE_TOPIC = "image"
 COMPRESSED_IMAGE_TOPIC = "image/compressed"
@@ -184,8 +185,10 @@ class ZerosegNode(Node):
         self._pending_config: dict[str, ParamValue] = {}
         self._stopping = False
         self._last_started = 0.0
-        # Frame sizes to have ready (recorded, on CUDA) whenever queries or settings change.
-        self._frame_sizes: set[tuple[int, int]] = set(parse_frame_sizes(str(values["warmup_sizes"])))
+        # Frame sizes to have ready (recorded, on CUDA) whenever queries or settings change, oldest first.
+        self._frame_sizes: dict[tuple[int, int], None] = {}
+        for size in parse_frame_sizes(str(values["warmup_sizes"])):
+            self._remember_size(size)
         self._warmed_up = False
         self._warming_up = False
 
@@ -425,6 +428,12 @@ class ZerosegNode(Node):
         names = ", ".join(f"{width}x{height}" for height, width in sizes)
         self.get_logger().info(f"warmed up for {names} frames in {(time.monotonic() - started) * 1000:.0f} ms")
 
+    def _remember_size(self, size: tuple[int, int]) -> None:
+        self._frame_sizes.pop(size, None)
+        self._frame_sizes[size] = None
+        while len(self._frame_sizes) > WARM_SIZES_KEPT:
+            del self._frame_sizes[next(iter(self._frame_sizes))]
+
     def _overlay_alpha(self) -> float | None:
         return float(self._values["overlay_alpha"]) if self._values["publish_overlay"] else None
 
@@ -450,7 +459,7 @@ class ZerosegNode(Node):
             pixels, order = image_to_segmenter_input(frame.msg, max_pixels)
         # The overlay is blended on the device with the rest of the pipeline; only the legend is drawn here.
         result = self.segmenter.segment(pixels, "bgr" if order == "bgr" else "rgb", overlay_alpha=self._overlay_alpha())
-        self._frame_sizes.add(pixels.shape[:2])
+        self._remember_size(pixels.shape[:2])
         self._publish(frame.msg.header, order, result)
         latency_ms = (time.monotonic() - frame.received) * 1000.0
         with self._stats_lock:

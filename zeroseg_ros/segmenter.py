@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -38,6 +39,7 @@ LOGGER = logging.getLogger(__name__)
 
 PAMR_ITERATIONS = 10
 PAMR_DILATIONS = (8, 16)
+GRAPHS_KEPT = 8  # recorded CUDA graphs kept (each holds its own memory pool); the least recently used go first
 
 
 class ImageEncoder(Protocol):
@@ -150,7 +152,7 @@ class Segmenter:
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
-        self._graphs: dict[tuple[int, int, float | None], _Graph] = {}
+        self._graphs: OrderedDict[tuple[int, int, float | None], _Graph] = OrderedDict()
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ settings
@@ -291,8 +293,11 @@ class Segmenter:
         channels = self._channels[bgr]
         key = (image.shape[0], image.shape[1], overlay_alpha)
         if self._use_graphs and key not in self._graphs:
+            while len(self._graphs) >= GRAPHS_KEPT:
+                self._graphs.popitem(last=False)
             self._graphs[key] = self._record(image, channels, state, overlay_alpha)
         if self._use_graphs:
+            self._graphs.move_to_end(key)
             recorded = self._graphs[key]
             self._upload(image, out=recorded.frame)
             recorded.channels.copy_(channels)
