@@ -55,9 +55,9 @@ class OpTrace(TorchDispatchMode):
 def segmenter() -> Segmenter:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Segmenter(
-            ModelConfig(name="ViT-S-16", random_init=True, device="cpu"), SegmenterConfig(templates="none")
-        )
+        # Without oneDNN: the encoder then runs the code it runs on CUDA.
+        model = ModelConfig(name="ViT-S-16", random_init=True, device="cpu")
+        return Segmenter(model, SegmenterConfig(templates="none"), onednn=False)
 
 
 def traced_frame(segmenter: Segmenter, **config: object) -> list[str]:

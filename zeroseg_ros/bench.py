@@ -142,6 +142,7 @@ class BenchOptions:
     naive: bool = True
     naive_iterations: int = 5
     engine: str | None = None
+    onednn: bool = True
 
 
 def _timed_loop(
@@ -266,7 +267,7 @@ def run_benchmark(model_config: ModelConfig, base: SegmenterConfig, options: Ben
         for precision in options.precisions:
             config = dataclasses.replace(model_config, device=str(device), precision=precision)
             # The profiled run records no CUDA graph (stage syncs cannot sit in one); on the CPU one serves both.
-            profiled = Segmenter(config, device_base, cuda_graphs=False, image_encoder=engine)
+            profiled = Segmenter(config, device_base, cuda_graphs=False, image_encoder=engine, onednn=options.onednn)
             segmenters = [profiled]
             if device.type == "cuda":
                 # ONNX Runtime runs on streams of its own and cannot be recorded in a CUDA graph; TensorRT can.
@@ -286,6 +287,7 @@ def run_benchmark(model_config: ModelConfig, base: SegmenterConfig, options: Ben
                         method=method,
                         size=[width, height],
                         model_input=list(model_input_size(config.name, profiled.config, engine, height, width)),
+                        onednn=profiled.uses_onednn,
                     )
                     if engine is not None:
                         row["engine"] = f"{options.engine} ({type(engine).__name__})"
@@ -342,7 +344,7 @@ def format_table(report: dict[str, Any]) -> str:
         cells = [
             row["device"],
             row["precision"],
-            row["method"] + (" +engine" if "engine" in row else ""),
+            row["method"] + (" +engine" if "engine" in row else " +onednn" if row.get("onednn") else ""),
             "{}x{}".format(*row["size"]),
             f"{row['model_input'][1]}x{row['model_input'][0]}",
         ]
@@ -455,6 +457,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="exported image encoder (.onnx, .engine) to run instead (--ros: the node's image_encoder_engine)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--no-onednn", action="store_true", help="CPU: PyTorch's own fp32 products instead of oneDNN's (to compare)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency-vs-size PNG here")
     parser.add_argument("--ros", action="store_true", help="end-to-end ROS node measurement (bench_ros.py)")
@@ -485,6 +490,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         naive=not args.no_naive,
         naive_iterations=args.naive_iterations,
         engine=args.engine,
+        onednn=not args.no_onednn,
     )
 
 

@@ -1,0 +1,71 @@
+"""Linear layers through oneDNN on the CPU.
+
+PyTorch's fp32 ``F.linear`` on the CPU calls MKL's sgemm, which takes a slow generic path on AMD processors:
+on this project's EPYC (AVX-512, two cores) a 267 x 768 by 768 x 3072 product took 6.6 ms there and 2.8 ms as
+a oneDNN inner product. A ViT is almost all such products, so running them through oneDNN halves the image
+encoder's time (docs/benchmarks.md) and gives the same fp32 results up to rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+
+def onednn_available() -> bool:
+    """Whether this torch has oneDNN's linear ops (the ones torch.compile's CPU backend uses)."""
+    ops = torch.ops.mkldnn
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(ops, name) for name in ("_reorder_linear_weight", "_linear_pointwise")
+    )
+
+
+class OneDNNLinear(TorchFunctionMode):
+    """Within it, fp32 ``F.linear`` on CPU tensors runs as a oneDNN inner product; everything else is unchanged.
+
+    Each weight is packed into oneDNN's blocked layout once, on its first use, and kept: a second copy of the
+    weights that go through it. Inputs and outputs stay ordinary tensors. Calls made inside another op (the
+    projections of ``nn.MultiheadAttention``, say) do not reach the mode: spell such ops out with ``F.linear``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        # id(weight) -> (packed weight, the weight itself: keeps the id from being reused)
+        self._packed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is F.linear:
+            inputs, weight, bias = _linear_arguments(args, kwargs)
+            if _runs_on_onednn(inputs, weight, bias):
+                return self._linear(inputs, weight, bias)
+        return func(*args, **kwargs)
+
+    def _linear(self, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        rows = inputs.reshape(-1, inputs.shape[-1]).contiguous()
+        packed = self._packed.get(id(weight))
+        if packed is None:
+            # The layout is chosen for the number of rows seen first; other row counts run on it as well.
+            packed = (torch.ops.mkldnn._reorder_linear_weight(weight, rows.shape[0]), weight)
+            self._packed[id(weight)] = packed
+        outputs = torch.ops.mkldnn._linear_pointwise(rows, packed[0], bias, "none", [], "")
+        return outputs.reshape(*inputs.shape[:-1], outputs.shape[-1])
+
+
+def _linear_arguments(args: tuple, kwargs: dict) -> tuple[Any, Any, Any]:
+    values = list(args) + [None] * (3 - len(args))
+    return kwargs.get("input", values[0]), kwargs.get("weight", values[1]), kwargs.get("bias", values[2])
+
+
+def _runs_on_onednn(inputs: Any, weight: Any, bias: Any) -> bool:
+    tensors = [t for t in (inputs, weight, bias) if t is not None]
+    return (
+        all(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and not any(t.requires_grad for t in tensors)
+        and inputs.dim() >= 2
+        and weight.dim() == 2
+        and inputs.numel() > 0
+    )
