@@ -40,6 +40,9 @@ def test_what_onednn_does_not_take_runs_unchanged() -> None:
         with_grad = trainable(inputs.float())
     assert torch.equal(doubles, F.linear(inputs, weight))
     assert with_grad.requires_grad and not mode._packed
+    with torch.no_grad(), mode:  # the same layer without autograd does run on oneDNN
+        torch.testing.assert_close(trainable(inputs.float()), with_grad.detach(), rtol=1e-5, atol=1e-6)
+    assert len(mode._packed) == 1
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -64,7 +64,7 @@ def _runs_on_onednn(inputs: Any, weight: Any, bias: Any) -> bool:
     tensors = [t for t in (inputs, weight, bias) if t is not None]
     return (
         all(isinstance(t, torch.Tensor) and t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-        and not any(t.requires_grad for t in tensors)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))  # oneDNN's op has no backward
         and inputs.dim() >= 2
         and weight.dim() == 2
         and inputs.numel() > 0
