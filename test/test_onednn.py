@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from zeroseg_ros.config import METHODS
 from zeroseg_ros.dense import DenseCLIPEncoder
-from zeroseg_ros.onednn import OneDNNLinear, onednn_available
+from zeroseg_ros.onednn import OneDNNLinear, onednn_available, residual_attention_block
+from zeroseg_ros.text import encode_text_trimmed
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear ops")
 
@@ -55,3 +56,25 @@ def test_dense_encoder_through_onednn_equals_pytorch(vit_b16, method: str) -> No
     # Every block's projections went through it: the attention's two and the MLP's two, last block as the method has it.
     blocks = len(vit_b16.visual.transformer.resblocks)
     assert len(fast._onednn._packed) >= 4 * (blocks - 1)
+
+
+def test_spelled_out_block_equals_open_clip_s_with_and_without_the_causal_mask(vit_b16) -> None:
+    x = torch.randn(2, 9, vit_b16.transformer.width, generator=torch.Generator().manual_seed(2))
+    block = vit_b16.transformer.resblocks[0]
+    mask = vit_b16.attn_mask[:9, :9]
+    with torch.inference_mode():
+        torch.testing.assert_close(residual_attention_block(block, x), block(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            residual_attention_block(block, x, mask), block(x, attn_mask=mask), rtol=1e-5, atol=1e-5
+        )
+
+
+def test_text_encoder_through_onednn_equals_open_clip(vit_b16) -> None:
+    import open_clip
+
+    tokens = open_clip.get_tokenizer("ViT-B-16")(["a photo of a traffic cone.", "a dog", "door handle"])
+    mode = OneDNNLinear()
+    with torch.inference_mode():
+        fast = encode_text_trimmed(vit_b16, tokens, mode)
+        torch.testing.assert_close(fast, vit_b16.encode_text(tokens), rtol=1e-4, atol=1e-4)
+    assert len(mode._packed) == 4 * len(vit_b16.transformer.resblocks)

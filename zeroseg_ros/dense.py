@@ -27,7 +27,7 @@ from torch import nn
 
 from zeroseg_ros.config import METHODS
 from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.onednn import OneDNNLinear
+from zeroseg_ros.onednn import OneDNNLinear, residual_attention_block, split_heads
 
 
 def interpolate_positional_embedding(
@@ -117,7 +117,7 @@ class DenseCLIPEncoder(nn.Module):
         with self._onednn or nullcontext():
             if self._onednn is not None:  # attention spelled out, so that its projections go through oneDNN too
                 for block in blocks[:-1]:
-                    x = _residual_attention_block(block, x)
+                    x = residual_attention_block(block, x)
             else:
                 x = x if batch_first else x.transpose(0, 1)
                 for block in blocks[:-1]:
@@ -149,7 +149,7 @@ class DenseCLIPEncoder(nn.Module):
         if self.method == "vanilla":
             return block(x) if self.visual.transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
         attn: nn.MultiheadAttention = block.attn
-        q, k, v = _split_heads(F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias), attn.num_heads)
+        q, k, v = split_heads(F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias), attn.num_heads)
         if self.method == "maskclip":
             mixed = v
         elif self.method == "clearclip":
@@ -164,20 +164,3 @@ class DenseCLIPEncoder(nn.Module):
             x = x + block.ls_1(out)
             return x + block.ls_2(block.mlp(block.ln_2(x)))
         return out
-
-
-def _residual_attention_block(block: ResidualAttentionBlock, x: torch.Tensor) -> torch.Tensor:
-    """open_clip's ResidualAttentionBlock on ``(B, N, C)`` (self-attention, no mask), with the attention's
-    projections as plain ``F.linear`` calls instead of ``nn.MultiheadAttention``'s fused kernel."""
-    attn: nn.MultiheadAttention = block.attn
-    q, k, v = _split_heads(F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias), attn.num_heads)
-    mixed = F.scaled_dot_product_attention(q, k, v)
-    x = x + block.ls_1(attn.out_proj(mixed.transpose(1, 2).flatten(2)))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
-
-
-def _split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(B, N, 3C)`` packed projections to three ``(B, heads, N, C / heads)`` tensors."""
-    batch, tokens, _ = qkv.shape
-    q, k, v = qkv.reshape(batch, tokens, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    return q, k, v

@@ -152,7 +152,9 @@ class Segmenter:
         self._onednn = onednn and self.device.type == "cpu" and self._clip.dtype == torch.float32 and onednn_available()
         self._check_engine(self._config)
         self._encoder = self._make_encoder(self._config)
-        self._text = TextEncoder(self._clip.model, self._clip.tokenizer, self.device, self._config.templates)
+        self._text = TextEncoder(
+            self._clip.model, self._clip.tokenizer, self.device, self._config.templates, onednn=self._onednn
+        )
         self._upload = FrameUploader(self.device)
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
@@ -283,7 +285,7 @@ class Segmenter:
 
     @property
     def uses_onednn(self) -> bool:
-        """Whether the image encoder's products run through oneDNN (fp32 on the CPU)."""
+        """Whether the image encoder's products run through oneDNN (fp32 on the CPU; the text encoder's too)."""
         return self._onednn and self._engine is None
 
     @property

@@ -19,6 +19,7 @@ from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
 from zeroseg_ros.errors import InvalidQueryError
+from zeroseg_ros.onednn import OneDNNLinear, residual_attention_block
 from zeroseg_ros.vocab import expand_vocab_refs
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -105,8 +106,10 @@ class TextEncoder:
         templates: str = "imagenet80",
         cache_size: int = 4096,
         batch_size: int = 256,
+        onednn: bool = False,
     ) -> None:
         self._model = model
+        self._onednn = OneDNNLinear() if onednn else None  # fp32 on the CPU only (onednn.py)
         self._tokenizer = tokenizer
         self._device = device
         self._templates = TEMPLATES[templates]
@@ -147,17 +150,18 @@ class TextEncoder:
         chunks = []
         for start in range(0, len(prompts), self._batch_size):
             tokens = self._tokenizer(prompts[start : start + self._batch_size]).to(self._device)
-            chunks.append(F.normalize(encode_text_trimmed(self._model, tokens).float(), dim=-1))
+            chunks.append(F.normalize(encode_text_trimmed(self._model, tokens, self._onednn).float(), dim=-1))
         per_template = torch.cat(chunks).reshape(len(phrases), len(self._templates), -1)
         return F.normalize(per_template.mean(dim=1), dim=-1)
 
 
-def encode_text_trimmed(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text_trimmed(model: nn.Module, tokens: torch.Tensor, onednn: OneDNNLinear | None = None) -> torch.Tensor:
     """``model.encode_text(tokens)``, computed on the tokens up to the longest prompt's end instead of all 77.
 
     CLIP's text transformer is causal and pools at the end-of-text token (the largest id), so positions after
     it never influence the result; prompts are ~15 tokens, so this is several times cheaper and exact.
-    Models that pool differently, or are not open_clip's ``CLIP``, take their own ``encode_text``.
+    Models that pool differently, or are not open_clip's ``CLIP``, take their own ``encode_text``. With
+    ``onednn`` (fp32 on the CPU) the blocks' products run through oneDNN (``onednn.py``).
     """
     if not isinstance(model, CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None:
         return model.encode_text(tokens)
@@ -165,7 +169,14 @@ def encode_text_trimmed(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     tokens = tokens[:, :length]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    mask = model.attn_mask[:length, :length]
+    if onednn is None:
+        x = model.transformer(x, attn_mask=mask)
+    else:
+        with onednn:
+            for block in model.transformer.resblocks:
+                x = residual_attention_block(block, x, mask.to(x.dtype))
+    x = model.ln_final(x)
     pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     return (
         pooled @ model.text_projection
