@@ -85,5 +85,5 @@ def test_device_and_precision_checks():
             resolve_device("cuda:0")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with pytest.raises(ConfigError, match="needs a CUDA device"):
+            with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
                 load_clip(ModelConfig(random_init=True, device="cpu", precision="fp16"))

@@ -249,3 +249,19 @@ def test_outputs_packed_for_one_host_copy_unpack_to_the_same_arrays() -> None:
     for original, unpacked in zip(outputs, unpack_outputs(packed, fields), strict=True):
         assert unpacked.dtype == original.numpy().dtype
         np.testing.assert_array_equal(unpacked, original.numpy())
+
+
+def test_bf16_on_the_cpu_stays_close_to_fp32():
+    def build(precision: str) -> Segmenter:
+        torch.manual_seed(0)  # the same random weights in both
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seg = Segmenter(ModelConfig(name="ViT-S-16", random_init=True, device="cpu", precision=precision), BASE)
+        seg.set_queries("cat, dog, car, tree")
+        return seg
+
+    image = _image()
+    fp32, bf16 = build("fp32").segment(image), build("bf16").segment(image)
+    assert bf16.confidence.dtype == np.float32 and bf16.label_map.shape == fp32.label_map.shape
+    assert np.abs(bf16.confidence - fp32.confidence).mean() < 0.02
+    assert (bf16.label_map == fp32.label_map).mean() > 0.9

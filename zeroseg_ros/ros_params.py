@@ -90,7 +90,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "precision",
         _MODEL.precision,
-        "fp32, fp16 or bf16 (half precision needs CUDA).",
+        "fp32, fp16 or bf16 (fp16 needs CUDA; bf16 on a CPU is fast only with AVX512-BF16 or AMX).",
         runtime=False,
         choices=PRECISIONS,
     ),
