@@ -147,7 +147,7 @@ class DenseCLIPEncoder(nn.Module):
     def _last_block(self, block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """The last transformer block, as the method replaces it; x is ``(B, N, C)``."""
         if self.method == "vanilla":
-            return block(x) if self.visual.transformer.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            return residual_attention_block(block, x)
         attn: nn.MultiheadAttention = block.attn
         q, k, v = split_heads(F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias), attn.num_heads)
         if self.method == "maskclip":
