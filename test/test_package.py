@@ -124,7 +124,7 @@ def test_node_parameter_defaults_are_the_core_defaults() -> None:
         assert values[name] == getattr(segmenter, name), name
 
 
-@pytest.mark.parametrize("name", ["core.txt", "ros.txt", "dev.txt"])
+@pytest.mark.parametrize("name", ["core.txt", "ros.txt", "dev.txt", "ros-runtime.txt"])
 def test_requirements_are_pinned(name: str) -> None:
     lines = [
         line.strip()
@@ -134,6 +134,19 @@ def test_requirements_are_pinned(name: str) -> None:
     assert lines
     for line in lines:
         assert re.fullmatch(r"[A-Za-z0-9_.-]+==[\w.]+", line), f"{name}: {line!r} is not pinned"
+
+
+def pins(name: str) -> dict[str, str]:
+    lines = (ROOT / "requirements" / name).read_text().splitlines()
+    return dict(line.split("==") for line in lines if "==" in line and not line.startswith("#"))
+
+
+def test_ros_runtime_wheels_for_the_gpu_machine_are_the_versions_installed_here() -> None:
+    runtime, full = pins("ros-runtime.txt"), pins("ros.txt")
+    needed = {"ros-rclpy", "ros-sensor-msgs", "ros-std-msgs", "ros-diagnostic-msgs", "ros-rmw-fastrtps-cpp"}
+    assert needed <= set(runtime)
+    for name in set(runtime) & set(full):
+        assert runtime[name] == full[name], name
 
 
 def test_ros_requirements_hold_the_runtime_and_message_build_wheels() -> None:

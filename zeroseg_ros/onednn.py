@@ -2,8 +2,8 @@
 
 PyTorch's fp32 ``F.linear`` on the CPU calls MKL's sgemm, which takes a slow generic path on AMD processors:
 on this project's EPYC (AVX-512, two cores) a 267 x 768 by 768 x 3072 product took 6.6 ms there and 2.7 ms as
-a oneDNN inner product on a weight packed once. A ViT is almost all such products, so running them through oneDNN halves the image
-encoder's time (docs/benchmarks.md) and gives the same fp32 results up to rounding.
+a oneDNN inner product on a weight packed once. A ViT is almost all such products, so running them through
+oneDNN halves the image encoder's time (docs/benchmarks.md) and gives the same fp32 results up to rounding.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ class OneDNNLinear(TorchFunctionMode):
     """Within it, fp32 ``F.linear`` on CPU tensors runs as a oneDNN inner product; everything else is unchanged.
 
     Each weight is packed into oneDNN's blocked layout once, on its first use, and kept: a second copy of the
-    weights that go through it, which therefore must not change afterwards (inference weights do not). Inputs and outputs stay ordinary tensors. Calls made inside another op (the
-    projections of ``nn.MultiheadAttention``, say) do not reach the mode: spell such ops out with ``F.linear``.
+    weights that go through it, which therefore must not change afterwards (inference weights do not). Inputs
+    and outputs stay ordinary tensors. Calls made inside another op (the projections of
+    ``nn.MultiheadAttention``, say) do not reach the mode: spell such ops out with ``F.linear``.
     """
 
     def __init__(self) -> None:
