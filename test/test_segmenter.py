@@ -265,3 +265,11 @@ def test_bf16_on_the_cpu_stays_close_to_fp32():
     assert bf16.confidence.dtype == np.float32 and bf16.label_map.shape == fp32.label_map.shape
     assert np.abs(bf16.confidence - fp32.confidence).mean() < 0.02
     assert (bf16.label_map == fp32.label_map).mean() > 0.9
+
+
+def test_backend_names_how_frames_run(segmenter):
+    from zeroseg_ros.onednn import onednn_available
+
+    expected = "PyTorch fp32 + oneDNN" if onednn_available() else "PyTorch fp32"
+    assert segmenter.backend == expected and segmenter.uses_onednn == onednn_available()
+    assert not segmenter.records_graphs  # CUDA graphs only on CUDA

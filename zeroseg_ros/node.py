@@ -174,8 +174,8 @@ class ZerosegNode(Node):
         engine = self._engine(values)
         self.segmenter = segmenter_factory(model, segmenter_config(values), image_encoder=engine)
         self.get_logger().info(
-            f"model {model.name} ({self.segmenter.weights}) on {self.segmenter.device}, "
-            f"method {self.segmenter.config.method}"
+            f"model {model.name} ({self.segmenter.weights}) on {self.segmenter.device} "
+            f"({self.segmenter.backend}), method {self.segmenter.config.method}"
         )
 
         # Worker mailbox: one waiting frame, plus pending query/config changes, under one condition.
@@ -526,6 +526,7 @@ class ZerosegNode(Node):
             "weights": self.segmenter.weights,
             "method": config.method,
             "device": str(self.segmenter.device),
+            "backend": self.segmenter.backend,
             "queries": ", ".join(self.segmenter.labels),
             "input_rate_hz": f"{self._input_rate.rate():.2f}",
             "output_rate_hz": f"{self._output_rate.rate():.2f}",

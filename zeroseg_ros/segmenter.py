@@ -289,6 +289,13 @@ class Segmenter:
         return self._onednn and self._engine is None
 
     @property
+    def backend(self) -> str:
+        """How frames run, for logs and diagnostics, e.g. ``PyTorch fp16 + CUDA graphs`` or ``OnnxImageEncoder``."""
+        runner = type(self._engine).__name__ if self._engine is not None else f"PyTorch {self.model_config.precision}"
+        extras = [name for name, used in (("oneDNN", self.uses_onednn), ("CUDA graphs", self._use_graphs)) if used]
+        return " + ".join([runner, *extras])
+
+    @property
     def records_graphs(self) -> bool:
         """Whether frames run as recorded CUDA graphs (recorded per frame size and again after any change)."""
         return self._use_graphs
