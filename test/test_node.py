@@ -189,8 +189,8 @@ def test_missing_weights_stop_the_node_with_a_clear_message(tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(180)
-def test_the_node_warms_up_for_the_given_sizes_before_the_first_frame(tmp_path: Path) -> None:
-    parameters = {**FAST_NODE_PARAMETERS, "queries": "cat, dog", "warmup_sizes": "64x48, 32x32"}
+def test_the_node_warms_up_for_the_given_sizes_before_the_first_frame_and_honours_onednn_false(tmp_path: Path) -> None:
+    parameters = {**FAST_NODE_PARAMETERS, "queries": "cat, dog", "warmup_sizes": "64x48, 32x32", "onednn": False}
     with node_process(tmp_path, parameters) as node, probe() as test_probe:
         test_probe.wait_for_node(node)
         test_probe.spin_until(
@@ -202,6 +202,7 @@ def test_the_node_warms_up_for_the_given_sizes_before_the_first_frame(tmp_path: 
             "the warm-up",
         )
         assert node.log().index("segmenting 2 labels") < node.log().index("warmed up")
+        assert test_probe.diagnostics()["backend"] == "PyTorch fp32"  # onednn:=false keeps PyTorch's products
         test_probe.publish_frame(make_frame(48, 64), "rgb8", stamp_ns=1)
         test_probe.spin_until(lambda: len(test_probe.received["mask"]) == 1, 60.0, "a mask")
 

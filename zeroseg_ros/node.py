@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,13 +148,9 @@ class RateCounter:
 
 
 class ZerosegNode(Node):
-    """See the module docstring. ``segmenter_factory`` builds the Segmenter (tests may pass a slower one)."""
+    """See the module docstring."""
 
-    def __init__(
-        self,
-        segmenter_factory: Callable[..., Segmenter] = Segmenter,
-        **node_kwargs: Any,
-    ) -> None:
+    def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec.name))
@@ -172,7 +168,7 @@ class ZerosegNode(Node):
                 "node publishes means nothing. Use it for smoke tests only."
             )
         engine = self._engine(values)
-        self.segmenter = segmenter_factory(model, segmenter_config(values), image_encoder=engine)
+        self.segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=bool(values["onednn"]))
         self.get_logger().info(
             f"model {model.name} ({self.segmenter.weights}) on {self.segmenter.device} "
             f"({self.segmenter.backend}), method {self.segmenter.config.method}"

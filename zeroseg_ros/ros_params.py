@@ -94,6 +94,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         runtime=False,
         choices=PRECISIONS,
     ),
+    ParamSpec(
+        "onednn",
+        True,
+        "CPU, fp32: run the encoders' linear layers as oneDNN inner products (the same results, twice as fast "
+        "as PyTorch's own MKL products on AMD CPUs). false: PyTorch's own.",
+        runtime=False,
+    ),
     # --- segmentation (applied from the next frame on)
     ParamSpec("method", _SEGMENTER.method, "Training-free last-block method.", runtime=True, choices=METHODS),
     ParamSpec("templates", _SEGMENTER.templates, "Prompt template set per query.", runtime=True, choices=TEMPLATE_SETS),
