@@ -479,8 +479,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     if args.iterations < 1 or args.warmup < 0 or args.naive_iterations < 1:
         raise ConfigError("--iterations and --naive-iterations must be >= 1, --warmup >= 0")
+    sizes = parse_frame_sizes(args.sizes)
+    if not sizes:
+        raise ConfigError("--sizes is empty")
     return BenchOptions(
-        sizes=parse_frame_sizes(",".join(_split(args.sizes, None, "sizes"))),
+        sizes=sizes,
         methods=_split(args.methods or args.method or SegmenterConfig().method, METHODS, "methods"),
         devices=_split(args.devices or args.device, None, "devices"),
         precisions=_split(args.precisions or args.precision, PRECISIONS, "precisions"),

@@ -192,6 +192,7 @@ class ZerosegNode(Node):
         self.frames_received = 0
         self.frames_dropped = 0
         self.frames_lost_in_transport = 0  # the middleware's count: frames that never reached the node
+        self._large_frames_profile = config_file(LARGE_FRAMES_PROFILE)  # named in the lost-frames warning
         self._lost_reported = 0
         self.frames_rejected = 0
         self.frames_published = 0
@@ -263,7 +264,7 @@ class ZerosegNode(Node):
         self.get_logger().warning(
             f"{lost} camera frames were lost in the middleware before reaching this node. Fast DDS loses every "
             "best-effort frame larger than the publisher's shared-memory segment (512 KiB by default): start the "
-            f"camera with FASTDDS_DEFAULT_PROFILES_FILE={config_file(LARGE_FRAMES_PROFILE)} (Humble, Jazzy: "
+            f"camera with FASTDDS_DEFAULT_PROFILES_FILE={self._large_frames_profile} (Humble, Jazzy: "
             "FASTRTPS_DEFAULT_PROFILES_FILE), or publish reliable and set reliable:=true (README: Image transport)",
             throttle_duration_sec=LOG_THROTTLE_S,
         )

@@ -169,13 +169,13 @@ def encode_text_trimmed(model: nn.Module, tokens: torch.Tensor, onednn: OneDNNLi
     tokens = tokens[:, :length]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-    mask = model.attn_mask[:length, :length]
+    mask = model.attn_mask[:length, :length].to(cast_dtype)
     if onednn is None:
         x = model.transformer(x, attn_mask=mask)
     else:
         with onednn:
             for block in model.transformer.resblocks:
-                x = residual_attention_block(block, x, mask.to(x.dtype))
+                x = residual_attention_block(block, x, mask)
     x = model.ln_final(x)
     pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     return (
