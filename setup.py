@@ -13,7 +13,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=("zeroseg_ros", "zeroseg_ros.*")),
-    package_data={"zeroseg_ros": ["vocab/*.txt", "evaluation/*.json"]},
+    package_data={"zeroseg_ros": ["core/vocab/*.txt", "tools/evaluation/*.json"]},
     install_requires=[
         "torch>=2.1",
         "torchvision",
@@ -27,9 +27,9 @@ setup(
     ],
     entry_points={
         "console_scripts": [
-            "zeroseg = zeroseg_ros.cli:main",
-            "zeroseg_node = zeroseg_ros.node:main",
-            "zeroseg_demo_camera = zeroseg_ros.demo_camera:main",
+            "zeroseg = zeroseg_ros.tools.cli:main",
+            "zeroseg_node = zeroseg_ros.ros.node:main",
+            "zeroseg_demo_camera = zeroseg_ros.ros.demo_camera:main",
         ]
     },
 )

@@ -17,7 +17,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from zeroseg_ros.ros_env import FASTDDS_PROFILE_VARIABLES, fastdds_environment
+from zeroseg_ros.ros.transport import FASTDDS_PROFILE_VARIABLES, fastdds_environment
 
 PACKAGE = "zeroseg_ros"
 NODE_EXECUTABLE = "zeroseg_node"

@@ -100,10 +100,10 @@ status=0
 
 # 2. The benchmark at the setting (ViT-B/16, short side 448, single pass) and at 224; random weights
 #    (the speed does not depend on them). fp32/fp16/bf16 with CUDA graphs, next to the naive baseline.
-"$PYTHON" -m zeroseg_ros.bench --random-weights --device cuda --precisions fp32,fp16,bf16 --methods naclip,maskclip \
+"$PYTHON" -m zeroseg_ros.tools.bench --random-weights --device cuda --precisions fp32,fp16,bf16 --methods naclip,maskclip \
     --sizes 640x480,1280x720 --short-side 448 --iterations 200 --warmup 20 --naive-iterations 5 \
     --json "$OUT/bench_gpu_448.json" --plot "$OUT/latency_gpu_448.png" 2>&1 | tee -a "$LOG" || status=1
-"$PYTHON" -m zeroseg_ros.bench --random-weights --device cuda --precisions fp16 --methods naclip \
+"$PYTHON" -m zeroseg_ros.tools.bench --random-weights --device cuda --precisions fp16 --methods naclip \
     --sizes 320x240,640x480,1280x720,1920x1080 --short-side 224 --iterations 200 --warmup 20 --no-naive \
     --json "$OUT/bench_gpu_224.json" 2>&1 | tee -a "$LOG" || status=1
 
@@ -115,7 +115,7 @@ if ros_env && ros_round_trip 2>&1 | tee -a "$LOG"; then
         transport=(--fastdds-profile none --reliable)
     fi
     for rate in 100 250; do
-        if ! "$PYTHON" -m zeroseg_ros.bench --ros --random-weights --device cuda --precision fp16 --short-side 448 \
+        if ! "$PYTHON" -m zeroseg_ros.tools.bench --ros --random-weights --device cuda --precision fp16 --short-side 448 \
             --rate "$rate" --duration 10 "${transport[@]}" --json "$OUT/bench_ros_gpu_${rate}hz.json" >> "$LOG" 2>&1; then
             status=1
             tail -40 /tmp/zeroseg_bench_node.log >> "$LOG"

@@ -12,7 +12,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 import torch
 
-from zeroseg_ros.config import ModelConfig
+from zeroseg_ros.core.config import ModelConfig
 
 
 @pytest.fixture(scope="session")

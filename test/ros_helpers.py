@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from zeroseg_ros.process_group import stop_process_group
+from zeroseg_ros.tools.process_group import stop_process_group
 
 # One DDS domain per test run (parallel runs on one machine do not hear each other) and discovery on
 # loopback only: these tests send no traffic off the machine.
@@ -36,7 +36,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from zeroseg_ros.image_codec import array_to_image  # noqa: E402
+from zeroseg_ros.ros.image_codec import array_to_image  # noqa: E402
 
 # The smallest useful network: a random-weight ViT-S-16 on 64-pixel inputs without prompt templates keeps a
 # frame well under a second on two CPU cores.
@@ -65,14 +65,14 @@ def write_params(path: Path, parameters: dict[str, Any]) -> Path:
 
 
 class NodeProcess:
-    """``python -m zeroseg_ros.node`` in its own process group, its output in a log file."""
+    """``python -m zeroseg_ros.ros.node`` in its own process group, its output in a log file."""
 
     def __init__(self, tmp_path: Path, parameters: dict[str, Any], name: str = "zeroseg") -> None:
         self.log_path = tmp_path / f"{name}.log"
         params_file = write_params(tmp_path / f"{name}.yaml", parameters)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zeroseg_ros.node", "--ros-args", "--params-file", str(params_file)],
+            [sys.executable, "-m", "zeroseg_ros.ros.node", "--ros-args", "--params-file", str(params_file)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

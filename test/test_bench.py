@@ -8,21 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zeroseg_ros import bench
-from zeroseg_ros.config import parse_frame_sizes
-from zeroseg_ros.errors import ConfigError
+from zeroseg_ros.core.config import parse_frame_sizes
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.tools.bench import cli as bench_cli
+from zeroseg_ros.tools.bench import measure
 
 
 def test_percentiles_and_sizes() -> None:
-    assert bench.percentiles([1.0, 2.0, 3.0, 4.0, 100.0]) == {"p50": 3.0, "p95": pytest.approx(80.8)}
+    assert measure.percentiles([1.0, 2.0, 3.0, 4.0, 100.0]) == {"p50": 3.0, "p95": pytest.approx(80.8)}
     assert parse_frame_sizes("640x480, 1280X720") == [(480, 640), (720, 1280)]
     assert parse_frame_sizes(" ") == []
     for bad in ("640", "640x0", "axb"):
         with pytest.raises(ConfigError):
             parse_frame_sizes(bad)
-    frame = bench.synthetic_frame(48, 64)
+    frame = measure.synthetic_frame(48, 64)
     assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8 and frame.std() > 10
-    np.testing.assert_array_equal(frame, bench.synthetic_frame(48, 64))
+    np.testing.assert_array_equal(frame, measure.synthetic_frame(48, 64))
 
 
 def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,7 +32,7 @@ def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: py
     argv += ["--sizes", "96x64,128x96", "--methods", "naclip,maskclip", "--templates", "none"]
     argv += ["--iterations", "2", "--warmup", "1", "--naive-iterations", "1", "--queries", "cat, dog|puppy"]
     argv += ["--json", str(report_path), "--plot", str(plot_path)]
-    assert bench.main(argv) == 0
+    assert bench_cli.main(argv) == 0
     report = json.loads(report_path.read_text())
     assert [(r["method"], r["size"]) for r in report["rows"]] == [
         ("naclip", [96, 64]),
@@ -54,18 +55,18 @@ def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: py
 
 
 def test_bad_options_are_reported() -> None:
-    assert bench.main(["--random-weights", "--methods", "nope", "--no-naive"]) == 2
+    assert bench_cli.main(["--random-weights", "--methods", "nope", "--no-naive"]) == 2
 
 
 def test_benchmark_with_an_exported_engine(tmp_path: Path) -> None:
-    from zeroseg_ros.config import ModelConfig
-    from zeroseg_ros.export_onnx import export_encoder, load_encoder
+    from zeroseg_ros.core.config import ModelConfig
+    from zeroseg_ros.engines.export import export_encoder, load_encoder
 
     encoder, weights = load_encoder(ModelConfig(name="ViT-S-32", random_init=True, device="cpu"), "sclip")
     export_encoder(encoder, tmp_path / "enc.onnx", 64, 96, "ViT-S-32", weights)
     argv = ["--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--sizes", "96x64", "--no-naive"]
     argv += ["--engine", str(tmp_path / "enc.onnx"), "--iterations", "2", "--warmup", "0", "--templates", "none"]
-    assert bench.main([*argv, "--json", str(tmp_path / "bench.json")]) == 0
+    assert bench_cli.main([*argv, "--json", str(tmp_path / "bench.json")]) == 0
     (row,) = json.loads((tmp_path / "bench.json").read_text())["rows"]
     # The engine decides the method (the default would be naclip) and the model input size.
     assert row["method"] == "sclip" and row["model_input"] == [64, 96]

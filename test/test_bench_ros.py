@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("sensor_msgs")
 
-from zeroseg_ros import bench
+from zeroseg_ros.tools.bench import cli as bench_cli
 
 
 @pytest.mark.ros
@@ -20,7 +20,7 @@ def test_ros_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     report_path = tmp_path / "ros.json"
     argv = ["--ros", "--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64"]
     argv += ["--templates", "none", "--queries", "cat, dog", "--rate", "5", "--duration", "3", "--reliable"]
-    assert bench.main([*argv, "--json", str(report_path)]) == 0
+    assert bench_cli.main([*argv, "--json", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["frame"] == [640, 480]
     assert report["frames_published"] >= 10

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from zeroseg_ros.cli import main
+from zeroseg_ros.tools.cli import main
 
 COMMON = ["--random-weights", "--device", "cpu", "--templates", "none", "--short-side", "64"]
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from zeroseg_ros.config import METHODS, ModelConfig, SegmenterConfig
-from zeroseg_ros.preprocess import channel_index
-from zeroseg_ros.segmenter import Segmenter, _StageTimer
+from zeroseg_ros.core.config import METHODS, ModelConfig, SegmenterConfig
+from zeroseg_ros.core.preprocess import channel_index
+from zeroseg_ros.core.segmenter import Segmenter, _StageTimer
 
 # Host synchronisation, data-dependent shapes, or a host tensor made per frame.
 NOT_RECORDABLE = {

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from zeroseg_ros.demo_camera import DEMO_QUERIES, demo_frame
+from zeroseg_ros.ros.demo_camera import DEMO_QUERIES, demo_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def run_main_job(tmp_path: Path, *arguments: str, timeout: float) -> subprocess.
     config["/**/zeroseg_demo_camera"]["ros__parameters"].update({"width": 160, "height": 120})
     params_file = tmp_path / "zeroseg.yaml"
     params_file.write_text(yaml.safe_dump(config))
-    command = [sys.executable, "-m", "zeroseg_ros.cli", "run", "--params-file", str(params_file), *arguments]
+    command = [sys.executable, "-m", "zeroseg_ros.tools.cli", "run", "--params-file", str(params_file), *arguments]
     return subprocess.run(
         command,
         capture_output=True,

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import resize_pos_embed
 
-from zeroseg_ros.dense import DenseCLIPEncoder, interpolate_positional_embedding, neighbourhood_bias
-from zeroseg_ros.errors import ConfigError
+from zeroseg_ros.core.dense import DenseCLIPEncoder, interpolate_positional_embedding, neighbourhood_bias
+from zeroseg_ros.core.errors import ConfigError
 
 
 def _pixels(height: int, width: int, seed: int = 0) -> torch.Tensor:

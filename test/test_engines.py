@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from zeroseg_ros.config import ModelConfig, SegmenterConfig
-from zeroseg_ros.engines import OnnxImageEncoder, cached_onnx_encoder, load_image_encoder
-from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.segmenter import Segmenter
+from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.segmenter import Segmenter
+from zeroseg_ros.engines.runners import OnnxImageEncoder, cached_onnx_encoder, load_image_encoder
 
 MODEL = ModelConfig(name="ViT-S-32", random_init=True, device="cpu")
 CONFIG = SegmenterConfig(method="naclip", short_side=96, templates="none")

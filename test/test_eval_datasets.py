@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.evaluation.datasets import DATASETS, DatasetSpec, open_dataset, reduce_zero_label
-from zeroseg_ros.evaluation.metrics import IGNORE_INDEX
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.tools.evaluation.datasets import DATASETS, DatasetSpec, open_dataset, reduce_zero_label
+from zeroseg_ros.tools.evaluation.metrics import IGNORE_INDEX
 
 HEIGHT, WIDTH = 32, 48
 # Sample ids per dataset, as they appear in the split file or file names (Cityscapes: city/frame).

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from zeroseg_ros.evaluation.metrics import IGNORE_INDEX, NO_PREDICTION, ConfusionMatrix, compute_metrics
+from zeroseg_ros.tools.evaluation.metrics import IGNORE_INDEX, NO_PREDICTION, ConfusionMatrix, compute_metrics
 
 # Pixel pairs (gt, pred), ignoring the 255: (0,0) (0,1) (1,1) (1,1) (2,0).
 GT = np.array([[0, 0, 1], [1, 2, IGNORE_INDEX]], dtype=np.uint8)

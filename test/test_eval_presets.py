@@ -6,11 +6,11 @@ import argparse
 
 import pytest
 
-from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.evaluation.cli import model_config_from_eval_args, protocol_from_args, register
-from zeroseg_ros.evaluation.datasets import DATASETS
-from zeroseg_ros.evaluation.presets import PRESETS, resolve_protocol
-from zeroseg_ros.vocab import load_vocabulary
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.vocab import load_vocabulary
+from zeroseg_ros.tools.evaluation.cli import model_config_from_eval_args, protocol_from_args, register
+from zeroseg_ros.tools.evaluation.datasets import DATASETS
+from zeroseg_ros.tools.evaluation.presets import PRESETS, resolve_protocol
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

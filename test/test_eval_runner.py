@@ -13,15 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from zeroseg_ros.config import ModelConfig
-from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.evaluation.cli import register
-from zeroseg_ros.evaluation.datasets import open_dataset
-from zeroseg_ros.evaluation.metrics import NO_PREDICTION, ConfusionMatrix
-from zeroseg_ros.evaluation.presets import resolve_protocol
-from zeroseg_ros.evaluation.report import PLOT_FILE, REPORT_JSON, REPORT_MARKDOWN, published, write_report
-from zeroseg_ros.evaluation.runner import STATE_FILE, apply_area_threshold, evaluate, to_dataset_labels
-from zeroseg_ros.segmenter import Segmenter
+from zeroseg_ros.core.config import ModelConfig
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.segmenter import Segmenter
+from zeroseg_ros.tools.evaluation.cli import register
+from zeroseg_ros.tools.evaluation.datasets import open_dataset
+from zeroseg_ros.tools.evaluation.metrics import NO_PREDICTION, ConfusionMatrix
+from zeroseg_ros.tools.evaluation.presets import resolve_protocol
+from zeroseg_ros.tools.evaluation.report import PLOT_FILE, REPORT_JSON, REPORT_MARKDOWN, published, write_report
+from zeroseg_ros.tools.evaluation.runner import STATE_FILE, apply_area_threshold, evaluate, to_dataset_labels
 
 SMALL_MODEL = "ViT-S-16"  # the pipeline, not ViT-B-16 itself, is under test
 FAST = {"templates": "short", "short_side": 224, "pamr": False}  # cheap images and text encoding on a CPU

@@ -10,11 +10,12 @@ import onnx
 import pytest
 import torch
 
-from zeroseg_ros import export_onnx
-from zeroseg_ros.config import ModelConfig
-from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.export_onnx import EncoderMetadata, compare_with_torch, export_encoder, load_encoder
-from zeroseg_ros.preprocess import target_size
+from zeroseg_ros.core.config import ModelConfig
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.preprocess import target_size
+from zeroseg_ros.engines.export import EncoderMetadata, export_encoder, load_encoder
+from zeroseg_ros.engines.runners import compare_with_torch
+from zeroseg_ros.tools import export_onnx
 
 MODEL = ModelConfig(name="ViT-B-16", random_init=True, device="cpu")
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from zeroseg_ros.bench import synthetic_frame
-from zeroseg_ros.config import ModelConfig, SegmenterConfig
-from zeroseg_ros.errors import InferenceResourceError
-from zeroseg_ros.segmenter import GRAPHS_KEPT, Segmenter
+from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
+from zeroseg_ros.core.errors import InferenceResourceError
+from zeroseg_ros.core.segmenter import GRAPHS_KEPT, Segmenter
+from zeroseg_ros.tools.bench.measure import synthetic_frame
 
 pytestmark = [
     pytest.mark.gpu,
@@ -123,7 +123,7 @@ def test_onnx_runtime_encoder_on_cuda(frame: np.ndarray, eager_fp32, tmp_path: P
     ort = pytest.importorskip("onnxruntime")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime has no CUDA execution provider")
-    from zeroseg_ros.engines import cached_onnx_encoder
+    from zeroseg_ros.engines.runners import cached_onnx_encoder
 
     torch.manual_seed(0)
     model = ModelConfig(name="ViT-B-16", random_init=True, device="cuda")

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from zeroseg_ros import image_codec
-from zeroseg_ros.errors import InvalidImageError
-from zeroseg_ros.image_codec import (
+from zeroseg_ros.core.errors import InvalidImageError
+from zeroseg_ros.ros import image_codec
+from zeroseg_ros.ros.image_codec import (
     ENCODINGS,
     array_to_image,
     compressed_to_segmenter_input,

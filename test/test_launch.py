@@ -64,7 +64,7 @@ def setup_console_scripts() -> set[str]:
 def node_subscriptions() -> set[str]:
     """Topics node.py subscribes to: create_subscription's literal topics, and the ``*_TOPIC`` constants used in
     the functions that call it."""
-    tree = ast.parse((ROOT / "zeroseg_ros" / "node.py").read_text())
+    tree = ast.parse((ROOT / "zeroseg_ros" / "ros" / "node.py").read_text())
     constants = module_constants(tree)
     topics: set[str] = set()
     for function in (node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)):

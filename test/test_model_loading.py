@@ -11,9 +11,9 @@ import open_clip
 import pytest
 import torch
 
-from zeroseg_ros.config import ModelConfig
-from zeroseg_ros.errors import ConfigError, WeightsNotFoundError
-from zeroseg_ros.model import load_clip, resolve_device
+from zeroseg_ros.core.config import ModelConfig
+from zeroseg_ros.core.errors import ConfigError, WeightsNotFoundError
+from zeroseg_ros.core.model import load_clip, resolve_device
 
 
 def test_local_checkpoint_is_loaded_exactly(tmp_path, vit_b16):
@@ -45,9 +45,9 @@ def test_corrupt_checkpoint_is_a_weights_error(tmp_path):
 def test_offline_download_failure_is_a_clear_weights_error(tmp_path):
     """With the hub unreachable (offline mode), the pretrained tag fails with the two-ways message."""
     code = (
-        "from zeroseg_ros.model import load_clip\n"
-        "from zeroseg_ros.config import ModelConfig\n"
-        "from zeroseg_ros.errors import WeightsNotFoundError\n"
+        "from zeroseg_ros.core.model import load_clip\n"
+        "from zeroseg_ros.core.config import ModelConfig\n"
+        "from zeroseg_ros.core.errors import WeightsNotFoundError\n"
         f"try:\n    load_clip(ModelConfig(device='cpu', cache_dir={str(tmp_path)!r}))\n"
         "except WeightsNotFoundError as e:\n    print('WEIGHTS-ERROR', e)\n"
     )

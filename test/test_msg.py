@@ -15,7 +15,7 @@ def test_segmentation_message_round_trips_through_dds() -> None:
     from sensor_msgs.msg import Image
     from zeroseg_ros.msg import Segmentation
 
-    from zeroseg_ros.image_codec import array_to_image, image_to_array
+    from zeroseg_ros.ros.image_codec import array_to_image, image_to_array
 
     label_map = np.arange(12, dtype=np.uint16).reshape(3, 4) * 300
     sent = Segmentation()

@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from zeroseg_ros.config import ModelConfig, SegmenterConfig
-from zeroseg_ros.dense import DenseCLIPEncoder
-from zeroseg_ros.errors import ConfigError
-from zeroseg_ros.naive import NaivePipeline
-from zeroseg_ros.segmenter import Segmenter
+from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
+from zeroseg_ros.core.dense import DenseCLIPEncoder
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.segmenter import Segmenter
+from zeroseg_ros.tools.bench.naive import NaivePipeline
 
 QUERIES = "cat, dog|puppy, car, tree"
 

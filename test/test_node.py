@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ros_helpers import FAST_NODE_PARAMETERS, make_frame, node_process, probe, stamp_ns
 
-from zeroseg_ros.image_codec import image_to_array
+from zeroseg_ros.ros.image_codec import image_to_array
 
 pytestmark = pytest.mark.ros
 
@@ -221,8 +221,8 @@ def test_an_exported_onnx_encoder_runs_in_the_node(tmp_path: Path) -> None:
     """image_encoder_engine: the node segments with ONNX Runtime and takes the engine's method."""
     import warnings
 
-    from zeroseg_ros.config import ModelConfig
-    from zeroseg_ros.export_onnx import export_encoder, load_encoder
+    from zeroseg_ros.core.config import ModelConfig
+    from zeroseg_ros.engines.export import export_encoder, load_encoder
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

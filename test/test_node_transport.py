@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from ros_helpers import FAST_NODE_PARAMETERS, node_process, probe
 
-from zeroseg_ros.process_group import stop_process_group
-from zeroseg_ros.ros_env import fastdds_environment, uses_fastdds
+from zeroseg_ros.ros.transport import fastdds_environment, uses_fastdds
+from zeroseg_ros.tools.process_group import stop_process_group
 
 pytestmark = [
     pytest.mark.ros,
@@ -29,7 +29,7 @@ def publish_camera_frames(tmp_path: Path, profile: str | None) -> int:
     log_path = tmp_path / "publisher.log"
     with log_path.open("wb") as log:
         publisher = subprocess.Popen(
-            [sys.executable, "-m", "zeroseg_ros.bench_ros", "--publish", "/image", "--rate", str(RATE_HZ),
+            [sys.executable, "-m", "zeroseg_ros.tools.bench.ros_e2e", "--publish", "/image", "--rate", str(RATE_HZ),
              "--duration", str(DURATION_S)],
             stdout=log,
             stderr=subprocess.STDOUT,

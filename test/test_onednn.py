@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zeroseg_ros.config import METHODS
-from zeroseg_ros.dense import DenseCLIPEncoder
-from zeroseg_ros.onednn import OneDNNLinear, onednn_available, residual_attention_block
-from zeroseg_ros.text import encode_text_trimmed
+from zeroseg_ros.core.config import METHODS
+from zeroseg_ros.core.dense import DenseCLIPEncoder
+from zeroseg_ros.core.onednn import OneDNNLinear, onednn_available, residual_attention_block
+from zeroseg_ros.core.text import encode_text_trimmed
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch has no oneDNN linear ops")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zeroseg_ros.overlay import blend, draw_legend, draw_overlay, palette
+from zeroseg_ros.core.overlay import blend, draw_legend, draw_overlay, palette
 
 
 def test_palette_is_deterministic_distinct_and_starts_with_black():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from zeroseg_ros.ros_params import PARAMETERS, PARAMETERS_BY_NAME, check_value
+from zeroseg_ros.ros.params import PARAMETERS, PARAMETERS_BY_NAME, check_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,8 +85,8 @@ def test_executables_are_the_same_entry_points_in_cmake_and_setup_py_and_exist()
 
 def test_setup_py_ships_the_vocabulary_files() -> None:
     setup = (ROOT / "setup.py").read_text()
-    assert '"vocab/*.txt"' in setup
-    assert list((ROOT / "zeroseg_ros" / "vocab").glob("*.txt")), "no vocabulary files to ship"
+    assert '"core/vocab/*.txt"' in setup
+    assert list((ROOT / "zeroseg_ros" / "core" / "vocab").glob("*.txt")), "no vocabulary files to ship"
 
 
 def node_yaml_parameters() -> dict[str, object]:
@@ -106,7 +106,7 @@ def test_config_yaml_holds_every_node_parameter_with_its_default() -> None:
 def test_config_yaml_holds_every_demo_camera_parameter() -> None:
     config = yaml.safe_load((ROOT / "config" / "zeroseg.yaml").read_text())
     values = config["/**/zeroseg_demo_camera"]["ros__parameters"]
-    tree = ast.parse((ROOT / "zeroseg_ros" / "demo_camera.py").read_text())
+    tree = ast.parse((ROOT / "zeroseg_ros" / "ros" / "demo_camera.py").read_text())
     declared = {
         call.args[0].value: call.args[1].value
         for call in ast.walk(tree)
@@ -116,7 +116,7 @@ def test_config_yaml_holds_every_demo_camera_parameter() -> None:
 
 
 def test_node_parameter_defaults_are_the_core_defaults() -> None:
-    config_module = importlib.import_module("zeroseg_ros.config")
+    config_module = importlib.import_module("zeroseg_ros.core.config")
     model, segmenter = config_module.ModelConfig(), config_module.SegmenterConfig()
     values = node_yaml_parameters()
     assert (values["model"], values["pretrained"], values["device"]) == (model.name, model.pretrained, model.device)

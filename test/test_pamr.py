@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from zeroseg_ros.pamr import pamr
+from zeroseg_ros.core.pamr import pamr
 
 
 def _clamp(value: int, size: int) -> int:

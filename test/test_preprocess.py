@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from zeroseg_ros.errors import InvalidImageError
-from zeroseg_ros.preprocess import FrameUploader, Normaliser, channel_index, check_image, target_size
+from zeroseg_ros.core.errors import InvalidImageError
+from zeroseg_ros.core.preprocess import FrameUploader, Normaliser, channel_index, check_image, target_size
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)

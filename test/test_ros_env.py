@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ElementTree
 
-from zeroseg_ros.ros_env import FASTDDS_PROFILE_VARIABLES, LARGE_FRAMES_PROFILE, config_file, fastdds_environment
+from zeroseg_ros.ros.transport import FASTDDS_PROFILE_VARIABLES, LARGE_FRAMES_PROFILE, config_file, fastdds_environment
 
 SHIPPED = str(config_file(LARGE_FRAMES_PROFILE))
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from zeroseg_ros.config import ModelConfig, SegmenterConfig
-from zeroseg_ros.errors import ConfigError, InvalidImageError, InvalidQueryError
-from zeroseg_ros.segmenter import Segmenter, pack_outputs, unpack_outputs
+from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
+from zeroseg_ros.core.errors import ConfigError, InvalidImageError, InvalidQueryError
+from zeroseg_ros.core.segmenter import Segmenter, pack_outputs, unpack_outputs
 
 BASE = SegmenterConfig(templates="none", short_side=96)
 
@@ -223,7 +223,7 @@ def test_an_image_encoder_engine_replaces_the_torch_encoder(segmenter):
 
 @pytest.mark.parametrize("channel_order", ["rgb", "bgr"])
 def test_device_overlay_equals_the_numpy_blend(segmenter, channel_order):
-    from zeroseg_ros.overlay import blend, palette
+    from zeroseg_ros.core.overlay import blend, palette
 
     image = _image(seed=7)
     result = segmenter.segment(image, channel_order=channel_order, overlay_alpha=0.4)
@@ -268,7 +268,7 @@ def test_bf16_on_the_cpu_stays_close_to_fp32():
 
 
 def test_backend_names_how_frames_run(segmenter):
-    from zeroseg_ros.onednn import onednn_available
+    from zeroseg_ros.core.onednn import onednn_available
 
     expected = "PyTorch fp32 + oneDNN" if onednn_available() else "PyTorch fp32"
     assert segmenter.backend == expected and segmenter.uses_onednn == onednn_available()

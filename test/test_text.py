@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zeroseg_ros.errors import InvalidQueryError
-from zeroseg_ros.text import TEMPLATES, Query, TextEncoder, encode_text_trimmed, parse_queries
+from zeroseg_ros.core.errors import InvalidQueryError
+from zeroseg_ros.core.text import TEMPLATES, Query, TextEncoder, encode_text_trimmed, parse_queries
 
 
 def test_parse_splits_labels_and_synonyms_and_normalises_spaces():

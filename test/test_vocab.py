@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zeroseg_ros.errors import ConfigError, InvalidQueryError
-from zeroseg_ros.text import parse_queries
-from zeroseg_ros.vocab import (
+from zeroseg_ros.core.errors import ConfigError, InvalidQueryError
+from zeroseg_ros.core.text import parse_queries
+from zeroseg_ros.core.vocab import (
     ALIASES,
     VOCABULARIES,
     expand_vocab_refs,

@@ -1,0 +1,129 @@
+"""Explicit, typed configuration of the model and of the segmentation.
+
+Two frozen dataclasses: ``ModelConfig`` says which CLIP to load and where to run it; ``SegmenterConfig`` says
+how to turn its patches into a segmentation. Both validate themselves on construction, so a bad value is a
+``ConfigError`` at start-up rather than a failure on the first frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from zeroseg_ros.core.errors import ConfigError
+
+METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
+PRECISIONS = ("fp32", "fp16", "bf16")
+TEMPLATE_SETS = ("imagenet80", "short", "none")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which CLIP to load and where to run it.
+
+    ``name`` and ``pretrained`` are open_clip's model name and pretrained tag (downloaded on first use into
+    ``cache_dir``); ``checkpoint`` is a local file for machines without internet and wins over the tag.
+    ``random_init`` builds the architecture with random weights: for tests and smoke runs only.
+    """
+
+    name: str = "ViT-B-16"
+    pretrained: str = "openai"
+    checkpoint: str | None = None
+    cache_dir: str | None = None
+    random_init: bool = False
+    device: str = "auto"
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("model name must not be empty (e.g. 'ViT-B-16')")
+        if not _DEVICE_PATTERN.match(self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """How patch features become a segmentation.
+
+    method: the last-block variant (see ``zeroseg_ros.core.dense``); ``vanilla`` leaves CLIP untouched.
+    templates: prompt template set averaged per query (``imagenet80``, ``short`` or ``none``).
+    background_words: extra classes whose pixels are reported as background (label 0).
+    probability_threshold: pixels whose winning probability is below it become background.
+    logit_scale: temperature applied to cosine similarities before the softmax over classes.
+    short_side: the image is resized so that its short side has this many pixels (0 keeps its size).
+    slide_crop, slide_stride: sliding-window inference when ``slide_crop`` > 0, else one forward pass.
+    pamr: pixel-adaptive mask refinement of the logits (10 steps, dilations 8 and 16).
+    neighbourhood_std: standard deviation, in patches, of NACLIP's Gaussian attention bias.
+    max_queries: the most queries (synonyms and background words included) one frame may carry.
+    max_pixels: the largest image accepted, in pixels (width x height).
+    """
+
+    method: str = "naclip"
+    templates: str = "imagenet80"
+    background_words: tuple[str, ...] = ()
+    probability_threshold: float = 0.0
+    logit_scale: float = 40.0
+    short_side: int = 448
+    slide_crop: int = 0
+    slide_stride: int = 112
+    pamr: bool = False
+    neighbourhood_std: float = 5.0
+    max_queries: int = 1024
+    max_pixels: int = 8192 * 8192
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.templates not in TEMPLATE_SETS:
+            raise ConfigError(f"templates must be one of {TEMPLATE_SETS}, got {self.templates!r}")
+        if not 0.0 <= self.probability_threshold <= 1.0:
+            raise ConfigError(f"probability_threshold must be in [0, 1], got {self.probability_threshold}")
+        if not 0.0 < self.logit_scale <= 1000.0:
+            raise ConfigError(f"logit_scale must be in (0, 1000], got {self.logit_scale}")
+        if self.short_side < 0 or (0 < self.short_side < 32):
+            raise ConfigError(f"short_side must be 0 (keep size) or at least 32, got {self.short_side}")
+        if self.slide_crop < 0 or (self.slide_crop > 0 and not 0 < self.slide_stride <= self.slide_crop):
+            raise ConfigError(
+                f"slide_crop must be >= 0 and 0 < slide_stride <= slide_crop, got crop {self.slide_crop}, "
+                f"stride {self.slide_stride}"
+            )
+        if self.neighbourhood_std <= 0:
+            raise ConfigError(f"neighbourhood_std must be positive, got {self.neighbourhood_std}")
+        if self.max_queries < 1:
+            raise ConfigError(f"max_queries must be at least 1, got {self.max_queries}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        if any(not isinstance(w, str) or not w.strip() for w in self.background_words):
+            raise ConfigError(f"background_words must be non-blank strings, got {self.background_words!r}")
+
+    def replace(self, **changes: Any) -> SegmenterConfig:
+        """A copy with some fields changed (validated like a new config)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown segmenter settings: {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+
+def split_words(text: str) -> tuple[str, ...]:
+    """'sky, wall,, floor ' -> ('sky', 'wall', 'floor')."""
+    return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
+def parse_frame_sizes(text: str) -> list[tuple[int, int]]:
+    """``"640x480, 1280x720"`` (width x height, as cameras state them) -> ``[(480, 640), (720, 1280)]`` as
+    (height, width); empty text gives none."""
+    sizes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        try:
+            width, height = (int(number) for number in part.lower().split("x"))
+        except ValueError as error:
+            raise ConfigError(f"frame size must look like 640x480 (width x height), got {part!r}") from error
+        if width <= 0 or height <= 0:
+            raise ConfigError(f"frame size must be positive, got {part!r}")
+        sizes.append((height, width))
+    return sizes

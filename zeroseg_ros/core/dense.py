@@ -1,0 +1,166 @@
+"""Dense patch features from an open_clip VisionTransformer, training-free.
+
+CLIP is trained to align one pooled token with text, so its last block mixes every patch into a global summary
+and its patch tokens are poor local descriptors. The training-free methods keep blocks 0..L-2 as they are and
+replace only the last block's self-attention with one that keeps each patch about itself or its neighbours:
+
+- ``maskclip``  (Zhou et al., ECCV 2022): identity attention, ``out_proj(v)``; no residual, no FFN.
+- ``sclip``     (Wang et al., ECCV 2024): correlative attention ``softmax(q qᵀ s) + softmax(k kᵀ s)`` times v;
+  residual and FFN kept, as in the SCLIP reference.
+- ``clearclip`` (Lan et al., ECCV 2024): ``softmax(q qᵀ s)`` times v; no residual, no FFN.
+- ``naclip``    (Hajimiri et al., WACV 2025): ``softmax(k kᵀ s + ω)`` times v, ω a Gaussian over patch
+  distances (the neighbourhood prior); no residual, no FFN.
+- ``vanilla``: the last block unchanged (CLIP's own features), for comparison and for equivalence tests.
+
+The module wraps open_clip's modules without copying or forking them; the positional embedding is interpolated
+to any patch grid so that non-square and larger inputs keep their aspect ratio.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from torch import nn
+
+from zeroseg_ros.core.config import METHODS
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block, split_heads
+
+
+def interpolate_positional_embedding(
+    positional_embedding: torch.Tensor, source_grid: tuple[int, int], target_grid: tuple[int, int]
+) -> torch.Tensor:
+    """Resize a ``(1 + gh*gw, C)`` positional embedding (class token first) to another patch grid.
+
+    The class token's embedding is kept; the patch embeddings are resized bicubically as a 2-D map. The
+    original grid is returned unchanged, so inputs at the training resolution get CLIP's exact embedding.
+    """
+    if tuple(target_grid) == tuple(source_grid):
+        return positional_embedding
+    class_embedding, patch_embedding = positional_embedding[:1], positional_embedding[1:]
+    channels = patch_embedding.shape[-1]
+    grid = patch_embedding.reshape(1, source_grid[0], source_grid[1], channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid.float(), size=target_grid, mode="bicubic", align_corners=False)
+    patch_embedding = grid.permute(0, 2, 3, 1).reshape(-1, channels).to(positional_embedding.dtype)
+    return torch.cat([class_embedding, patch_embedding], dim=0)
+
+
+def neighbourhood_bias(grid: tuple[int, int], std: float) -> torch.Tensor:
+    """NACLIP's attention bias ω over ``1 + gh*gw`` tokens: ``exp(-|p - q|² / 2σ²)`` between patch positions.
+
+    The class token's row and column are zero: it gets no neighbourhood prior and gives none.
+    """
+    rows = torch.arange(grid[0], dtype=torch.float32)
+    cols = torch.arange(grid[1], dtype=torch.float32)
+    positions = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
+    squared_distance = torch.cdist(positions, positions).square()
+    bias = torch.zeros(positions.shape[0] + 1, positions.shape[0] + 1)
+    bias[1:, 1:] = torch.exp(-squared_distance / (2.0 * std * std))
+    return bias
+
+
+class DenseCLIPEncoder(nn.Module):
+    """Per-patch CLIP embeddings, L2-normalised, on the image's patch grid.
+
+    ``forward(pixels)`` takes normalised images ``(B, 3, H, W)`` and returns ``(B, D, H // p, W // p)`` with p
+    the patch size and D the joint image-text embedding size. With ``onednn`` (fp32 on the CPU) the linear
+    layers run as oneDNN inner products (``onednn.py``), about twice as fast on AMD processors.
+    """
+
+    def __init__(
+        self, visual: nn.Module, method: str = "naclip", neighbourhood_std: float = 5.0, onednn: bool = False
+    ) -> None:
+        super().__init__()
+        if not isinstance(visual, VisionTransformer):
+            raise ConfigError(
+                f"dense features need an open_clip VisionTransformer, got {type(visual).__name__}; "
+                "choose a ViT model such as ViT-B-16"
+            )
+        if visual.attn_pool is not None or visual.proj is None:
+            raise ConfigError("dense features need a ViT with class-token pooling and a projection (CLIP ViTs)")
+        last_block = visual.transformer.resblocks[-1]
+        if not isinstance(last_block, ResidualAttentionBlock) or not isinstance(last_block.attn, nn.MultiheadAttention):
+            raise ConfigError("dense features need open_clip's ResidualAttentionBlock with nn.MultiheadAttention")
+        if method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+        self.visual = visual
+        self.method = method
+        self.neighbourhood_std = neighbourhood_std
+        self.patch_size: tuple[int, int] = tuple(visual.conv1.kernel_size)  # type: ignore[assignment]
+        self.source_grid: tuple[int, int] = tuple(visual.grid_size)  # type: ignore[assignment]
+        # Per-grid caches: a camera stream has one input size, so these are computed once.
+        self._positional: dict[tuple[int, int], torch.Tensor] = {}
+        self._bias: dict[tuple[int, int], torch.Tensor] = {}
+        self._onednn = OneDNNLinear() if onednn else None
+
+    def grid_for(self, height: int, width: int) -> tuple[int, int]:
+        """The patch grid an ``height x width`` input produces."""
+        return height // self.patch_size[0], width // self.patch_size[1]
+
+    def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """All output tokens ``(B, 1 + gh*gw, D)`` after ln_post and proj, class token first, not normalised."""
+        visual = self.visual
+        grid = self.grid_for(pixels.shape[-2], pixels.shape[-1])
+        if grid[0] == 0 or grid[1] == 0:
+            raise ValueError(f"input {tuple(pixels.shape[-2:])} is smaller than one patch {self.patch_size}")
+        x = visual.conv1(pixels.to(visual.conv1.weight.dtype))
+        x = x.flatten(2).transpose(1, 2)
+        class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([class_token, x], dim=1) + self._positional_embedding(grid).to(x.dtype)
+        x = visual.ln_pre(x)
+
+        batch_first = visual.transformer.batch_first
+        blocks = visual.transformer.resblocks
+        with self._onednn or nullcontext():
+            if self._onednn is not None:  # attention spelled out, so that its projections go through oneDNN too
+                for block in blocks[:-1]:
+                    x = residual_attention_block(block, x)
+            else:
+                x = x if batch_first else x.transpose(0, 1)
+                for block in blocks[:-1]:
+                    x = block(x)
+                x = x if batch_first else x.transpose(0, 1)
+            x = self._last_block(blocks[-1], x, grid)
+            return visual.ln_post(x) @ visual.proj
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        tokens = self.tokens(pixels)
+        grid = self.grid_for(pixels.shape[-2], pixels.shape[-1])
+        patches = F.normalize(tokens[:, 1:].float(), dim=-1)
+        return patches.transpose(1, 2).reshape(pixels.shape[0], -1, grid[0], grid[1])
+
+    def _positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
+        if grid not in self._positional:
+            self._positional[grid] = interpolate_positional_embedding(
+                self.visual.positional_embedding, self.source_grid, grid
+            )
+        return self._positional[grid]
+
+    def _neighbourhood_bias(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        if grid not in self._bias:
+            self._bias[grid] = neighbourhood_bias(grid, self.neighbourhood_std).to(like.device, like.dtype)
+        return self._bias[grid]
+
+    def _last_block(self, block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The last transformer block, as the method replaces it; x is ``(B, N, C)``."""
+        if self.method == "vanilla":
+            return residual_attention_block(block, x)
+        attn: nn.MultiheadAttention = block.attn
+        q, k, v = split_heads(F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias), attn.num_heads)
+        if self.method == "maskclip":
+            mixed = v
+        elif self.method == "clearclip":
+            mixed = F.scaled_dot_product_attention(q, q, v)
+        elif self.method == "sclip":
+            mixed = F.scaled_dot_product_attention(q, q, v) + F.scaled_dot_product_attention(k, k, v)
+        else:  # naclip
+            bias = self._neighbourhood_bias(grid, q)
+            mixed = F.scaled_dot_product_attention(k, k, v, attn_mask=bias)
+        out = attn.out_proj(mixed.transpose(1, 2).flatten(2))
+        if self.method == "sclip":
+            x = x + block.ls_1(out)
+            return x + block.ls_2(block.mlp(block.ln_2(x)))
+        return out

@@ -1,0 +1,185 @@
+"""The text side: parsing queries, prompt templates and cached text embeddings.
+
+A query string is a comma-separated list of labels; a label may carry synonyms separated by ``|``
+(``"person|pedestrian, traffic cone"``), and is scored as the best of its synonyms. Each phrase is embedded as
+the normalised mean of CLIP's text embeddings over a set of prompt templates, as the training-free methods do;
+embeddings are cached by phrase, so a stream of frames with unchanged queries costs no text encoding.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from torch import nn
+
+from zeroseg_ros.core.errors import InvalidQueryError
+from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block
+from zeroseg_ros.core.vocab import expand_vocab_refs
+
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    # The 80 prompts of CLIP's ImageNet evaluation, used by MaskCLIP, SCLIP, ClearCLIP and NACLIP.
+    "imagenet80": tuple(template("{}") for template in OPENAI_IMAGENET_TEMPLATES),
+    # A cheaper set for CPUs and frequent query changes.
+    "short": (
+        "a photo of a {}.",
+        "a photo of the {}.",
+        "a cropped photo of a {}.",
+        "a photo of a small {}.",
+        "a photo of a large {}.",
+        "there is a {} in the scene.",
+        "a bright photo of a {}.",
+        "a dark photo of a {}.",
+    ),
+    "none": ("{}",),
+}
+
+MAX_PHRASE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Query:
+    """One label to segment: ``name`` is shown to the user, ``synonyms`` (name first) are what CLIP reads."""
+
+    name: str
+    synonyms: tuple[str, ...]
+
+
+def parse_queries(queries: str | Sequence[str]) -> list[Query]:
+    """Parse ``"a|b, c"`` (or ``["a|b", "c"]``) into queries; ``@name`` expands a bundled vocabulary.
+
+    Raises ``InvalidQueryError`` for an empty list, a blank label or synonym, a phrase without letters or
+    digits, one longer than ``MAX_PHRASE_CHARS`` characters, or a label given twice.
+    """
+    items = [queries] if isinstance(queries, str) else list(queries)
+    if any(not isinstance(item, str) for item in items):
+        raise InvalidQueryError(f"queries must be strings, got {_shorten(queries)!r}")
+    expanded = [part for item in items for part in expand_vocab_refs(item).split(",")]
+
+    parsed: list[Query] = []
+    seen: set[str] = set()
+    for item in expanded:
+        synonyms = tuple(" ".join(phrase.split()) for phrase in item.split("|"))
+        if not item.strip():
+            raise InvalidQueryError(f"blank label in queries {_shorten(queries)!r}: remove the empty entry")
+        for phrase in synonyms:
+            _check_phrase(phrase, item)
+        name = synonyms[0]
+        if name.lower() in seen:
+            raise InvalidQueryError(f"label {name!r} is given twice in queries {_shorten(queries)!r}")
+        seen.add(name.lower())
+        parsed.append(Query(name=name, synonyms=tuple(dict.fromkeys(synonyms))))
+    if not parsed:
+        raise InvalidQueryError("no queries given: publish labels such as 'person, traffic cone'")
+    return parsed
+
+
+def _check_phrase(phrase: str, item: str) -> None:
+    if not phrase:
+        raise InvalidQueryError(f"blank synonym in {item.strip()!r}: '|' must separate non-empty phrases")
+    if len(phrase) > MAX_PHRASE_CHARS:
+        raise InvalidQueryError(
+            f"phrase of {len(phrase)} characters is too long (at most {MAX_PHRASE_CHARS}): {_shorten(phrase)!r}"
+        )
+    if not any(character.isalnum() for character in phrase):
+        raise InvalidQueryError(f"phrase {phrase!r} has no letters or digits")
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TextEncoder:
+    """Embeds phrases as the normalised mean over prompt templates, with an LRU cache keyed by phrase."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: object,
+        device: torch.device,
+        templates: str = "imagenet80",
+        cache_size: int = 4096,
+        batch_size: int = 256,
+        onednn: bool = False,
+    ) -> None:
+        self._model = model
+        self._onednn = OneDNNLinear() if onednn else None  # fp32 on the CPU only (onednn.py)
+        self._tokenizer = tokenizer
+        self._device = device
+        self._templates = TEMPLATES[templates]
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_size
+        self._batch_size = batch_size
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        return self._templates
+
+    def set_templates(self, templates: str) -> None:
+        """Switch the template set; cached embeddings of the old set are dropped."""
+        if TEMPLATES[templates] != self._templates:
+            self._templates = TEMPLATES[templates]
+            self._cache.clear()
+
+    @torch.inference_mode()
+    def encode(self, phrases: Sequence[str]) -> torch.Tensor:
+        """``(len(phrases), D)`` float32 unit vectors on the model's device."""
+        missing = list(dict.fromkeys(p for p in phrases if p not in self._cache))
+        self.misses += len(missing)
+        self.hits += len(phrases) - len(missing)
+        if missing:
+            for phrase, embedding in zip(missing, self._embed(missing), strict=True):
+                self._cache[phrase] = embedding
+        for phrase in phrases:
+            self._cache.move_to_end(phrase)
+        embeddings = torch.stack([self._cache[p] for p in phrases])
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return embeddings
+
+    def _embed(self, phrases: list[str]) -> torch.Tensor:
+        prompts = [template.format(phrase) for phrase in phrases for template in self._templates]
+        chunks = []
+        for start in range(0, len(prompts), self._batch_size):
+            tokens = self._tokenizer(prompts[start : start + self._batch_size]).to(self._device)
+            chunks.append(F.normalize(encode_text_trimmed(self._model, tokens, self._onednn).float(), dim=-1))
+        per_template = torch.cat(chunks).reshape(len(phrases), len(self._templates), -1)
+        return F.normalize(per_template.mean(dim=1), dim=-1)
+
+
+def encode_text_trimmed(model: nn.Module, tokens: torch.Tensor, onednn: OneDNNLinear | None = None) -> torch.Tensor:
+    """``model.encode_text(tokens)``, computed on the tokens up to the longest prompt's end instead of all 77.
+
+    CLIP's text transformer is causal and pools at the end-of-text token (the largest id), so positions after
+    it never influence the result; prompts are ~15 tokens, so this is several times cheaper and exact.
+    Models that pool differently, or are not open_clip's ``CLIP``, take their own ``encode_text``. With
+    ``onednn`` (fp32 on the CPU) the blocks' products run through oneDNN (``onednn.py``).
+    """
+    if not isinstance(model, CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None:
+        return model.encode_text(tokens)
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length].to(cast_dtype)
+    if onednn is None:
+        x = model.transformer(x, attn_mask=mask)
+    else:
+        with onednn:
+            for block in model.transformer.resblocks:
+                x = residual_attention_block(block, x, mask)
+    x = model.ln_final(x)
+    pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+    return (
+        pooled @ model.text_projection
+        if not isinstance(model.text_projection, nn.Linear)
+        else (model.text_projection(pooled))
+    )

@@ -1,0 +1,215 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy, with every check a camera driver's message can fail.
+
+cv_bridge is used when it is importable (real ROS 2 installs); a numpy conversion does the same where it is
+not (ROS 2 from PyPI wheels). Both read the message's ``step`` (row padding) and ``is_bigendian``, and both
+are checked against each other by the tests. Any malformed message raises ``InvalidImageError`` naming what
+is wrong, so the node can log it and go on with the next frame.
+
+The message types are only used through their attributes here, so this module imports no ROS package
+unless cv_bridge is present.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from zeroseg_ros.core.errors import InvalidImageError
+
+try:  # cv_bridge exists on real ROS 2 installs, not as a PyPI wheel.
+    from cv_bridge import CvBridge
+
+    _BRIDGE: Any = CvBridge()
+except ImportError:
+    _BRIDGE = None
+
+
+@dataclass(frozen=True)
+class EncodingInfo:
+    """What one pixel of a sensor_msgs/Image encoding is."""
+
+    dtype: np.dtype
+    channels: int
+    channel_order: str  # "rgb", "bgr" or "gray": how the segmenter must read the colour channels
+    to_rgb: int | None = None  # OpenCV conversion to RGB for raw encodings (packed YUV, Bayer mosaics)
+
+
+_U8, _U16 = np.dtype(np.uint8), np.dtype(np.uint16)
+ENCODINGS: dict[str, EncodingInfo] = {
+    "rgb8": EncodingInfo(_U8, 3, "rgb"),
+    "bgr8": EncodingInfo(_U8, 3, "bgr"),
+    "rgba8": EncodingInfo(_U8, 4, "rgb"),
+    "bgra8": EncodingInfo(_U8, 4, "bgr"),
+    "mono8": EncodingInfo(_U8, 1, "gray"),
+    "mono16": EncodingInfo(_U16, 1, "gray"),
+    # OpenCV's generic 3-channel type: OpenCV (and so cv_bridge users) store colour as BGR.
+    "8UC3": EncodingInfo(_U8, 3, "bgr"),
+    # Packed YUV 4:2:2 of USB and V4L2 cameras; "yuv422" and "yuv422_yuy2" are the older names of the same.
+    "uyvy": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_UYVY),
+    "yuyv": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_YUYV),
+    "yuv422_yuy2": EncodingInfo(_U8, 2, "rgb", cv2.COLOR_YUV2RGB_YUYV),
+    # Raw Bayer mosaics, named by their top-left 2x2 cell. OpenCV names a pattern by the cell that starts at
+    # the second row and column, hence RGGB -> "BayerBG" (as cv_bridge maps them).
+    **{
+        f"bayer_{pattern}{bits}": EncodingInfo(dtype, 1, "rgb", code)
+        for pattern, code in (
+            ("rggb", cv2.COLOR_BayerBG2RGB),
+            ("bggr", cv2.COLOR_BayerRG2RGB),
+            ("gbrg", cv2.COLOR_BayerGR2RGB),
+            ("grbg", cv2.COLOR_BayerGB2RGB),
+        )
+        for bits, dtype in (("8", _U8), ("16", _U16))
+    },
+}
+# Encodings the node publishes but does not accept as camera input.
+OUTPUT_ENCODINGS: dict[str, EncodingInfo] = {
+    **ENCODINGS,
+    "32FC1": EncodingInfo(np.dtype(np.float32), 1, "gray"),
+}
+INPUT_ENCODINGS = tuple(ENCODINGS)
+COMPRESSED_FORMATS = ("jpeg", "png")
+
+
+class ImageLike(Protocol):
+    """The fields of sensor_msgs/Image this module reads (any object with them will do)."""
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: Any
+
+
+class CompressedImageLike(Protocol):
+    format: str
+    data: Any
+
+
+def bridge_available() -> bool:
+    """True when cv_bridge is importable and used for the conversions."""
+    return _BRIDGE is not None
+
+
+def _check_layout(msg: ImageLike, info: EncodingInfo, max_pixels: int) -> None:
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise InvalidImageError(f"image is empty ({width}x{height})")
+    if height * width > max_pixels:
+        raise InvalidImageError(
+            f"image {width}x{height} has {width * height} pixels, over the limit of {max_pixels} (max_pixels)"
+        )
+    row_bytes = width * info.channels * info.dtype.itemsize
+    if step < row_bytes:
+        raise InvalidImageError(
+            f"step {step} is shorter than one row of {width} {msg.encoding} pixels ({row_bytes} bytes)"
+        )
+    if len(msg.data) != step * height:
+        raise InvalidImageError(
+            f"data has {len(msg.data)} bytes, but step x height = {step} x {height} = {step * height}"
+        )
+
+
+def _encoding_info(encoding: str, table: dict[str, EncodingInfo]) -> EncodingInfo:
+    info = table.get(encoding)
+    if info is None:
+        raise InvalidImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(table)}")
+    return info
+
+
+def image_to_array(msg: ImageLike, max_pixels: int = 8192 * 8192) -> np.ndarray:
+    """The pixels of a sensor_msgs/Image: HxW (one channel) or HxWxC, native byte order, no row padding.
+
+    Raises InvalidImageError for an unsupported encoding, an empty or too large image, or a data length that
+    does not match width, height and step.
+    """
+    info = _encoding_info(msg.encoding, OUTPUT_ENCODINGS)
+    _check_layout(msg, info, max_pixels)
+    if _BRIDGE is not None and info.to_rgb is None:  # older cv_bridge releases lack "uyvy", "yuyv" and such
+        return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
+    return _numpy_image_to_array(msg, info)
+
+
+def _numpy_image_to_array(msg: ImageLike, info: EncodingInfo) -> np.ndarray:
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    dtype = info.dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    row_bytes = width * info.channels * info.dtype.itemsize
+    rows = np.frombuffer(msg.data, dtype=np.uint8)
+    rows = rows.reshape(height, step)[:, :row_bytes]
+    pixels = np.ascontiguousarray(rows).view(dtype).astype(info.dtype, copy=False)
+    shape = (height, width) if info.channels == 1 else (height, width, info.channels)
+    return np.ascontiguousarray(pixels.reshape(shape))
+
+
+def image_to_segmenter_input(msg: ImageLike, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, str]:
+    """A camera image as the segmenter takes it: (HxWx3 uint8, "rgb"|"bgr") or (HxW uint8, "gray").
+
+    Alpha is dropped; 16-bit images (mono16, 16-bit Bayer) are scaled to 8 bits by the frame's own maximum
+    (12- and 16-bit sensors alike); packed YUV and Bayer mosaics are converted to RGB.
+    """
+    info = _encoding_info(msg.encoding, ENCODINGS)
+    pixels = image_to_array(msg, max_pixels)
+    if info.channels == 4:
+        pixels = np.ascontiguousarray(pixels[:, :, :3])
+    if pixels.dtype == np.uint16:
+        peak = max(int(pixels.max()), 1)
+        pixels = (pixels.astype(np.float32) * (255.0 / peak)).round().astype(np.uint8)
+    if info.to_rgb is not None:
+        pixels = _raw_to_rgb(pixels, msg.encoding, info.to_rgb)
+    return pixels, info.channel_order
+
+
+def _raw_to_rgb(pixels: np.ndarray, encoding: str, code: int) -> np.ndarray:
+    """Packed YUV 4:2:2 (two pixels share one U and V) or a Bayer mosaic (a 2x2 cell per colour) to RGB."""
+    height, width = pixels.shape[:2]
+    if encoding.startswith("bayer_") and (height < 2 or width < 2):
+        raise InvalidImageError(f"a {encoding} image needs at least 2x2 pixels, got {width}x{height}")
+    if not encoding.startswith("bayer_") and width % 2:
+        raise InvalidImageError(f"{encoding} packs pixel pairs: its width must be even, got {width}")
+    return cv2.cvtColor(pixels, code)
+
+
+def compressed_to_segmenter_input(msg: CompressedImageLike, max_pixels: int = 8192 * 8192) -> tuple[np.ndarray, str]:
+    """Decodes a jpeg/png sensor_msgs/CompressedImage to (HxWx3 uint8, "bgr")."""
+    image_format = str(msg.format).lower()
+    if not any(name in image_format for name in COMPRESSED_FORMATS):
+        raise InvalidImageError(f"unsupported compressed format {msg.format!r}; supported: jpeg, png")
+    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise InvalidImageError("compressed image has no data")
+    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise InvalidImageError(f"compressed image ({msg.format!r}, {buffer.size} bytes) could not be decoded")
+    height, width = decoded.shape[:2]
+    if height * width > max_pixels:
+        raise InvalidImageError(
+            f"image {width}x{height} has {width * height} pixels, over the limit of {max_pixels} (max_pixels)"
+        )
+    return decoded, "bgr"
+
+
+def array_to_image(pixels: np.ndarray, encoding: str, msg_type: type, header: Any = None) -> Any:
+    """A ``msg_type`` (sensor_msgs/Image) holding ``pixels`` in ``encoding``, with ``header`` copied in."""
+    info = _encoding_info(encoding, OUTPUT_ENCODINGS)
+    expected_ndim = 2 if info.channels == 1 else 3
+    if pixels.ndim != expected_ndim or (expected_ndim == 3 and pixels.shape[2] != info.channels):
+        raise InvalidImageError(f"array of shape {pixels.shape} cannot be encoded as {encoding}")
+    if pixels.dtype != info.dtype:
+        raise InvalidImageError(f"array of dtype {pixels.dtype} cannot be encoded as {encoding} ({info.dtype})")
+    if _BRIDGE is not None:
+        msg = _BRIDGE.cv2_to_imgmsg(np.ascontiguousarray(pixels), encoding=encoding)
+    else:
+        msg = msg_type()
+        msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
+        msg.encoding = encoding
+        msg.is_bigendian = 1 if sys.byteorder == "big" else 0
+        msg.step = int(pixels.shape[1] * info.channels * info.dtype.itemsize)
+        msg.data = np.ascontiguousarray(pixels).tobytes()
+    if header is not None:
+        msg.header = header
+    return msg

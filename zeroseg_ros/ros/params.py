@@ -1,0 +1,278 @@
+"""Every parameter of the zeroseg ROS node, declared once: name, default, description, range, run-time rule.
+
+Plain Python (rclpy's message types only inside ``descriptor``), so the launch/config tests and the docs can
+read it without ROS. ``descriptor`` turns each entry into the ParameterDescriptor the node declares;
+``config/zeroseg.yaml`` lists the same names and defaults (a test keeps them in step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from zeroseg_ros.core.config import (
+    METHODS,
+    PRECISIONS,
+    TEMPLATE_SETS,
+    ModelConfig,
+    SegmenterConfig,
+    parse_frame_sizes,
+    split_words,
+)
+from zeroseg_ros.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rcl_interfaces.msg import ParameterDescriptor
+
+ParamValue = bool | int | float | str
+
+_MODEL = ModelConfig()
+_SEGMENTER = SegmenterConfig()
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter.
+
+    runtime: True when ``ros2 param set`` applies it to the running node; False when it is fixed at start-up
+    (a change is refused with that reason). minimum/maximum: the range advertised to ROS tools and enforced.
+    choices: the accepted strings (enforced by the node, listed in the descriptor's constraints).
+    parse: for a string with a syntax of its own, the parser that raises ConfigError on a bad value.
+    """
+
+    name: str
+    default: ParamValue
+    description: str
+    runtime: bool
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    parse: Callable[[str], object] | None = None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # --- queries
+    ParamSpec(
+        "queries",
+        "",
+        'Comma-separated labels, "|" between synonyms, e.g. "person|pedestrian, traffic cone". The queries '
+        "topic sets the same list; the last one received wins.",
+        runtime=True,
+    ),
+    ParamSpec(
+        "max_queries",
+        256,
+        "Most labels one query string may hold (past 255 the mask is mono16). More are refused.",
+        runtime=True,
+        minimum=1,
+        maximum=4096,
+    ),
+    # --- model (fixed at start-up: changing it means loading another network)
+    ParamSpec("model", _MODEL.name, "open_clip model name, e.g. ViT-B-16.", runtime=False),
+    ParamSpec(
+        "pretrained",
+        _MODEL.pretrained,
+        "open_clip pretrained tag, downloaded once into cache_dir (needs internet). Ignored when checkpoint is set.",
+        runtime=False,
+    ),
+    ParamSpec("checkpoint", "", "Local checkpoint file (offline robots); wins over pretrained.", runtime=False),
+    ParamSpec("cache_dir", "", "Where downloaded weights are kept (empty: open_clip's default).", runtime=False),
+    ParamSpec(
+        "random_weights",
+        False,
+        "Random network weights: a smoke test whose masks mean nothing. Never on a robot.",
+        runtime=False,
+    ),
+    ParamSpec(
+        "image_encoder_engine",
+        "",
+        "Exported image encoder to run instead of PyTorch's: an .onnx file (ONNX Runtime) or a TensorRT "
+        ".engine/.plan (Jetson). Built for one input size and method, which it then fixes (docs/jetson.md).",
+        runtime=False,
+    ),
+    ParamSpec("device", _MODEL.device, "auto, cpu, cuda or cuda:N.", runtime=False),
+    ParamSpec(
+        "precision",
+        _MODEL.precision,
+        "fp32, fp16 or bf16 (fp16 needs CUDA; bf16 on a CPU is fast only with AVX512-BF16 or AMX).",
+        runtime=False,
+        choices=PRECISIONS,
+    ),
+    ParamSpec(
+        "onednn",
+        True,
+        "CPU, fp32: run the encoders' linear layers as oneDNN inner products (the same results, twice as fast "
+        "as PyTorch's own MKL products on AMD CPUs). false: PyTorch's own.",
+        runtime=False,
+    ),
+    # --- segmentation (applied from the next frame on)
+    ParamSpec("method", _SEGMENTER.method, "Training-free last-block method.", runtime=True, choices=METHODS),
+    ParamSpec("templates", _SEGMENTER.templates, "Prompt template set per query.", runtime=True, choices=TEMPLATE_SETS),
+    ParamSpec(
+        "background_words",
+        "",
+        "Comma-separated extra classes reported as background (label 0), e.g. 'sky, wall, floor'.",
+        runtime=True,
+    ),
+    ParamSpec(
+        "probability_threshold",
+        _SEGMENTER.probability_threshold,
+        "Pixels whose winning probability is below this become background.",
+        runtime=True,
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    ParamSpec(
+        "logit_scale",
+        _SEGMENTER.logit_scale,
+        "Softmax temperature applied to the cosine similarities.",
+        runtime=True,
+        minimum=1.0,
+        maximum=1000.0,
+    ),
+    ParamSpec(
+        "short_side",
+        _SEGMENTER.short_side,
+        "Input resized so its short side has this many pixels (0 keeps the camera size).",
+        runtime=True,
+        minimum=0,
+        maximum=4096,
+    ),
+    ParamSpec(
+        "slide_crop",
+        _SEGMENTER.slide_crop,
+        "Sliding-window crop size (0: one forward pass).",
+        runtime=True,
+        minimum=0,
+        maximum=4096,
+    ),
+    ParamSpec("slide_stride", _SEGMENTER.slide_stride, "Sliding-window stride.", runtime=True, minimum=1, maximum=4096),
+    ParamSpec("pamr", _SEGMENTER.pamr, "Pixel-adaptive mask refinement (slower, sharper edges).", runtime=True),
+    ParamSpec(
+        "max_pixels",
+        4096 * 4096,
+        "Largest input image accepted, in pixels (width x height); larger frames are refused.",
+        runtime=True,
+        minimum=1,
+        maximum=8192 * 8192,
+    ),
+    # --- input
+    ParamSpec(
+        "reliable",
+        False,
+        "Subscribe to images with reliable QoS (bag replay) instead of the sensor-data best-effort profile.",
+        runtime=False,
+    ),
+    ParamSpec("use_compressed", False, "Subscribe to image/compressed (jpeg/png) instead of image.", runtime=False),
+    ParamSpec(
+        "max_rate",
+        0.0,
+        "Most frames segmented per second (0: as fast as the model goes). Frames in between are dropped.",
+        runtime=True,
+        minimum=0.0,
+        maximum=1000.0,
+    ),
+    # --- output
+    ParamSpec("publish_confidence", True, "Publish the confidence map (32FC1).", runtime=True),
+    ParamSpec("publish_overlay", True, "Publish the colour overlay with a legend.", runtime=True),
+    ParamSpec("publish_segmentation", True, "Publish the zeroseg_ros/Segmentation message.", runtime=True),
+    ParamSpec(
+        "overlay_alpha", 0.5, "Opacity of the label colours in the overlay.", runtime=True, minimum=0.0, maximum=1.0
+    ),
+    ParamSpec("overlay_legend", True, "Draw the label legend on the overlay.", runtime=True),
+    ParamSpec(
+        "diagnostics_period", 1.0, "Seconds between /diagnostics messages.", runtime=False, minimum=0.1, maximum=60.0
+    ),
+    ParamSpec(
+        "warmup_sizes",
+        "640x480",
+        "Frame sizes WxH, comma separated, run (on CUDA: recorded as graphs) as soon as the queries are set, and "
+        "again after a change, so that no frame waits for it. Sizes seen later are added. Empty: none.",
+        runtime=False,
+        parse=parse_frame_sizes,
+    ),
+)
+
+PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+# Node parameters that are fields of SegmenterConfig (the rest are handled by the node itself).
+SEGMENTER_FIELDS = (
+    "method",
+    "templates",
+    "probability_threshold",
+    "logit_scale",
+    "short_side",
+    "slide_crop",
+    "slide_stride",
+    "pamr",
+    "max_pixels",
+)
+
+
+def check_value(spec: ParamSpec, value: ParamValue) -> str | None:
+    """Why ``value`` is not acceptable for ``spec`` (None when it is)."""
+    if type(value) is not type(spec.default) and not (isinstance(spec.default, float) and type(value) is int):
+        return f"{spec.name} must be a {type(spec.default).__name__}, got {value!r}"
+    if spec.choices and value not in spec.choices:
+        return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    if spec.minimum is not None and value < spec.minimum:  # type: ignore[operator]
+        return f"{spec.name} must be at least {spec.minimum}, got {value}"
+    if spec.maximum is not None and value > spec.maximum:  # type: ignore[operator]
+        return f"{spec.name} must be at most {spec.maximum}, got {value}"
+    if spec.parse is not None:
+        try:
+            spec.parse(str(value))
+        except ConfigError as error:
+            return f"{spec.name}: {error}"
+    return None
+
+
+def model_config(values: dict[str, ParamValue]) -> ModelConfig:
+    """The ModelConfig named by the node's parameter values."""
+    return ModelConfig(
+        name=str(values["model"]),
+        pretrained=str(values["pretrained"]),
+        checkpoint=str(values["checkpoint"]) or None,
+        cache_dir=str(values["cache_dir"]) or None,
+        random_init=bool(values["random_weights"]),
+        device=str(values["device"]),
+        precision=str(values["precision"]),
+    )
+
+
+def segmenter_config(values: dict[str, ParamValue], base: SegmenterConfig | None = None) -> SegmenterConfig:
+    """``base`` with the segmentation parameters in ``values`` applied (raises ConfigError when invalid)."""
+    changes: dict[str, object] = {name: values[name] for name in SEGMENTER_FIELDS if name in values}
+    for name in ("logit_scale", "probability_threshold"):
+        if name in changes:
+            changes[name] = float(changes[name])  # type: ignore[arg-type]
+    if "background_words" in values:
+        changes["background_words"] = split_words(str(values["background_words"]))
+    return (base or SegmenterConfig()).replace(**changes)
+
+
+def descriptor(name: str) -> ParameterDescriptor:
+    """The ROS descriptor of parameter ``name``: description, constraints, range, read-only for start-up ones."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    spec = PARAMETERS_BY_NAME[name]
+    constraints = []
+    if spec.choices:
+        constraints.append(f"one of: {', '.join(spec.choices)}")
+    if not spec.runtime:
+        constraints.append("fixed at start-up (restart the node to change it)")
+    result = ParameterDescriptor(
+        name=name,
+        description=spec.description,
+        additional_constraints="; ".join(constraints),
+        read_only=not spec.runtime,
+    )
+    if spec.minimum is not None and spec.maximum is not None:
+        if isinstance(spec.default, float):
+            result.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)
+            ]
+        elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            result.integer_range = [IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)]
+    return result

@@ -1,0 +1,259 @@
+"""End-to-end ROS measurement: publish 640x480 frames at a set rate, time publish -> mask at a subscriber.
+
+Three processes, each in its own process group so that a hang is ended by its group id:
+  - the node (``python -m zeroseg_ros.ros.node``) in a namespace of its own, with the benchmark's model options;
+  - a publisher (``python -m zeroseg_ros.tools.bench.ros_e2e --publish ...``) that stamps each frame's header with the
+    time it publishes it;
+  - this process, which subscribes to the node's ``mask`` (whose header is the frame's) and ``/diagnostics``.
+Latency is the subscriber's receive time minus the header stamp (the same host clock). The sustained rate is
+masks per second between the first and the last mask of the publishing window; ``frames_dropped`` is the
+node's own count of frames it replaced in its one-slot mailbox and ``frames_lost_in_transport`` the middleware's
+count of frames that never reached it (both from /diagnostics); ``frames_lost`` is the published frames that
+produced no mask. The node and the publisher get config/fastdds_large_frames.xml unless ``--fastdds-profile``
+names another profile or ``none``.
+Run it with ``zeroseg bench --ros`` (``--rate``, ``--duration``, model options; ``--random-weights`` here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zeroseg_ros.ros.transport import FASTDDS_PROFILE_VARIABLES, fastdds_environment
+from zeroseg_ros.tools.process_group import stop_process_group
+
+NAMESPACE = "/zeroseg_bench"
+FRAME_WIDTH, FRAME_HEIGHT = 640, 480
+READY_TIMEOUT_S = 300.0  # the node loads and warms the model before it reports it waits for images
+DRAIN_S = 2.5
+
+
+def node_parameters(args: argparse.Namespace) -> list[str]:
+    """``-p name:=value`` for the model and segmentation options the benchmark was given."""
+    values: dict[str, object] = {
+        "queries": args.queries,
+        "model": args.model,
+        "pretrained": args.pretrained,
+        "random_weights": args.random_weights,
+        "device": args.device,
+        "precision": args.precision,
+    }
+    optional = {
+        "checkpoint": args.checkpoint,
+        "cache_dir": args.cache_dir,
+        "method": args.method,
+        "templates": args.templates,
+        "short_side": args.short_side,
+        "reliable": args.reliable or None,
+        "image_encoder_engine": str(Path(args.engine).resolve()) if args.engine else None,
+        "onednn": False if args.no_onednn else None,
+    }
+    values.update({name: value for name, value in optional.items() if value is not None})
+    parameters: list[str] = []
+    for name, value in values.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        parameters += ["-p", f"{name}:={text}" if isinstance(value, bool | int) else f"{name}:='{text}'"]
+    return parameters
+
+
+def _start(command: list[str], env: dict[str, str], log_path: str) -> subprocess.Popen:
+    log = open(log_path, "w")  # noqa: SIM115 - the child writes to it until it ends
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+class _Listener:
+    """Masks (receive time, latency) and the node's latest diagnostics values, from a spinning thread."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        self._rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("zeroseg_bench_listener", context=self.context)
+        self.lock = threading.Lock()
+        self.masks: list[tuple[float, float]] = []
+        self.diagnostics: dict[str, str] = {}
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(Image, f"{NAMESPACE}/mask", self._on_mask, reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self._executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while self._rclpy.ok(context=self.context):
+                self._executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
+            pass  # close() shut the context down
+
+    def _on_mask(self, msg: Any) -> None:
+        now = time.time()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self.lock:
+            self.masks.append((now, (now - stamp) * 1000.0))
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            if "frames_dropped" in values:
+                with self.lock:
+                    self.diagnostics = {"message": status.message, **values}
+
+    def close(self) -> None:
+        self._rclpy.shutdown(context=self.context)
+        self._thread.join(5.0)
+        self.node.destroy_node()
+
+
+def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Start node, listener and publisher; publish ``args.duration`` s at ``args.rate`` Hz; report."""
+    env = fastdds_environment(os.environ, args.fastdds_profile)
+    # The children import this same zeroseg_ros, wherever the benchmark was started from.
+    package_root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 199)))  # a run does not hear other runs
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    log_dir = os.environ.get("ZEROSEG_BENCH_LOGS", "/tmp")
+    node_cmd = [
+        sys.executable,
+        "-m",
+        "zeroseg_ros.ros.node",
+        "--ros-args",
+        "-r",
+        f"__ns:={NAMESPACE}",
+        *node_parameters(args),
+    ]
+    node = _start(node_cmd, env, os.path.join(log_dir, "zeroseg_bench_node.log"))
+    listener = _Listener()
+    publisher = None
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:  # the node reports "no images received yet" once its model and queries are ready
+            with listener.lock:
+                ready = listener.diagnostics.get("message") == "no images received yet"
+            if ready:
+                break
+            if node.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the node did not become ready (exit code {node.poll()}); see {log_dir}/zeroseg_bench_node.log"
+                )
+            time.sleep(0.2)
+        publish_cmd = [
+            sys.executable,
+            "-m",
+            "zeroseg_ros.tools.bench.ros_e2e",
+            "--publish",
+            f"{NAMESPACE}/image",
+            "--rate",
+            str(args.rate),
+            "--duration",
+            str(args.duration),
+            *(["--reliable"] if args.reliable else []),
+        ]
+        started = time.time()
+        publisher = _start(publish_cmd, env, os.path.join(log_dir, "zeroseg_bench_publisher.log"))
+        publisher.wait(args.duration + 60.0)
+        with open(os.path.join(log_dir, "zeroseg_bench_publisher.log")) as log:
+            words = log.read().split()  # the publisher's last line is the number of frames it sent
+        frames_published = int(words[-1]) if words and words[-1].isdigit() else -1
+        ended = time.time()
+        time.sleep(DRAIN_S)  # frames still in flight, and one more /diagnostics message
+        with listener.lock:
+            masks = [m for m in listener.masks if m[0] >= started]
+            diagnostics = dict(listener.diagnostics)
+    finally:
+        if publisher is not None:
+            stop_process_group(publisher)
+        listener.close()
+        stop_process_group(node)
+    # Rate from the first mask to the last one sent in the window: the publisher's start-up is not counted.
+    in_window = [m[0] for m in masks if m[0] <= ended]
+    output_rate = (len(in_window) - 1) / (in_window[-1] - in_window[0]) if len(in_window) > 1 else 0.0
+    latencies = np.asarray([m[1] for m in masks], dtype=np.float64)
+    report: dict[str, Any] = {
+        "frame": [FRAME_WIDTH, FRAME_HEIGHT],
+        "publish_rate_hz": args.rate,
+        "duration_s": args.duration,
+        "frames_published": frames_published,
+        "masks_received": len(masks),
+        "output_rate_hz": output_rate,
+        "latency_ms": {
+            "p50": float(np.percentile(latencies, 50)) if latencies.size else None,
+            "p95": float(np.percentile(latencies, 95)) if latencies.size else None,
+        },
+        "frames_dropped": int(diagnostics.get("frames_dropped", -1)),
+        "frames_received_by_node": int(diagnostics.get("frames_received", -1)),
+        "frames_lost_in_transport": int(diagnostics.get("frames_lost_in_transport", -1)),
+        "fastdds_profile": next((env[v] for v in FASTDDS_PROFILE_VARIABLES if env.get(v)), None),
+        "frames_lost": frames_published - len(masks) if frames_published >= 0 else None,
+        "node_latency_ms": {"p50": diagnostics.get("latency_p50_ms"), "p95": diagnostics.get("latency_p95_ms")},
+        "device": diagnostics.get("device"),
+        "method": diagnostics.get("method"),
+    }
+    return report
+
+
+def publish(topic: str, rate: float, duration: float, reliable: bool) -> int:
+    """Publisher process: ``duration`` s of 640x480 rgb8 frames at ``rate`` Hz, each stamped as it is sent.
+
+    Best effort like a camera driver, or reliable (to match a node started with ``reliable:=true``).
+    """
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from zeroseg_ros.tools.bench.measure import synthetic_frame
+
+    rclpy.init()
+    node = rclpy.create_node("zeroseg_bench_publisher")
+    reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
+    publisher = node.create_publisher(Image, topic, QoSProfile(depth=1, reliability=reliability))
+    frame = synthetic_frame(FRAME_HEIGHT, FRAME_WIDTH)
+    msg = Image(height=FRAME_HEIGHT, width=FRAME_WIDTH, encoding="rgb8", step=FRAME_WIDTH * 3)
+    msg.data = frame.tobytes()
+    deadline = time.monotonic() + 5.0  # let discovery match the node's subscription first
+    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent = 0
+    start = time.monotonic()
+    while time.monotonic() < start + duration:
+        msg.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(msg)
+        sent += 1
+        time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+    node.destroy_node()
+    rclpy.shutdown()
+    print(sent, flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="publisher side of `zeroseg bench --ros`")
+    parser.add_argument("--publish", required=True, help="image topic")
+    parser.add_argument("--rate", type=float, required=True)
+    parser.add_argument("--duration", type=float, required=True)
+    parser.add_argument("--reliable", action="store_true")
+    args = parser.parse_args(argv)
+    return publish(args.publish, args.rate, args.duration, args.reliable)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
