@@ -87,6 +87,36 @@ def test_an_unreachable_hub_gives_the_weights_error_without_the_client_s_retries
     assert float(result.stdout.split("SECONDS")[1]) < 20.0  # generous: the retries alone take about a minute
 
 
+@pytest.mark.timeout(120)
+def test_an_unreachable_hub_still_loads_cached_weights_at_once(tmp_path):
+    """The hub client's cache layout (refs/main -> snapshots/<revision>/file) holding ViT-B-32 'openai': with the
+    hub unreachable it loads from there, with the activation the tag was trained with."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        weights = open_clip.create_model("ViT-B-32-quickgelu").state_dict()
+    repository = tmp_path / "hub" / "models--timm--vit_base_patch32_clip_224.openai"
+    (repository / "refs").mkdir(parents=True)
+    (repository / "refs" / "main").write_text("0" * 40)
+    snapshot = repository / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    torch.save(weights, snapshot / "open_clip_pytorch_model.bin")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        "from zeroseg_ros.core.model import load_clip\n"
+        "from zeroseg_ros.core.config import ModelConfig\n"
+        f"loaded = load_clip(ModelConfig(name='ViT-B-32', device='cpu', cache_dir={str(tmp_path / 'hub')!r}))\n"
+        "print('LOADED', loaded.weights, loaded.activation)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", PYTHONPATH=os.getcwd())
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=110)
+    assert "LOADED open_clip pretrained 'openai' QuickGELU" in result.stdout, result.stdout + result.stderr
+    assert "Retrying" not in result.stderr
+
+
 def test_unknown_model_and_tag_are_config_errors():
     with pytest.raises(ConfigError, match="unknown open_clip model"):
         load_clip(ModelConfig(name="ViT-Q-99", device="cpu"))
