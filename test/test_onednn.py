@@ -121,6 +121,6 @@ def test_bf16_never_routes_through_onednn_and_says_why() -> None:
     model = ModelConfig(name="ViT-S-32", random_init=True, device="cpu", precision="bf16")
     with pytest.warns(UserWarning, match="RANDOM"):
         segmenter = segmenter_module.Segmenter(model, onednn=True)
-    assert not segmenter.uses_onednn and segmenter.backend == "PyTorch bf16"
+    assert not segmenter.uses_onednn and segmenter.backend == "PyTorch bf16" and segmenter.precision == "bf16"
     assert "precision bf16 (set explicitly)" in segmenter.choices
     assert "oneDNN off (fp32 on the CPU only)" in segmenter.choices

@@ -319,9 +319,14 @@ class Segmenter:
     @property
     def backend(self) -> str:
         """How frames run, for logs and diagnostics, e.g. ``PyTorch fp16 + CUDA graphs`` or ``OnnxImageEncoder``."""
-        runner = type(self._engine).__name__ if self._engine is not None else f"PyTorch {self._clip.precision}"
+        runner = type(self._engine).__name__ if self._engine is not None else f"PyTorch {self.precision}"
         extras = [name for name, used in (("oneDNN", self.uses_onednn), ("CUDA graphs", self._use_graphs)) if used]
         return " + ".join([runner, *extras])
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in (fp32, fp16 or bf16): ``auto`` resolved."""
+        return self._clip.precision
 
     @property
     def activation(self) -> str:

@@ -265,7 +265,7 @@ def run_benchmark(
                     row = bench_segmenter_setting(profiled, fast, synthetic_frame(height, width), options, convert)
                     row.update(
                         device=str(device),
-                        precision=precision,
+                        precision=profiled.precision,  # what auto resolved to
                         method=method,
                         size=[width, height],
                         model_input=list(profiled.model_input_size(height, width)),
