@@ -164,3 +164,21 @@ def test_an_open_clip_format_file_runs_what_the_setting_or_the_name_says(tmp_pat
     assert "set quick_gelu true" in caplog.text
     named = load_clip(ModelConfig(name=f"{ARCHITECTURE}-quickgelu", checkpoint=str(path), device="cpu"))
     assert named.activation == "QuickGELU"
+
+
+def test_the_setting_reaches_the_model_config_from_the_command_line_and_the_node_parameters() -> None:
+    import argparse
+
+    from zeroseg_ros.core.errors import ConfigError
+    from zeroseg_ros.ros.params import PARAMETERS, model_config
+    from zeroseg_ros.tools.cli_args import add_model_arguments, model_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    for text, expected in (("auto", None), ("true", True), ("false", False)):
+        assert model_config_from_args(parser.parse_args(["--quick-gelu", text])).quick_gelu is expected
+        values = {spec.name: spec.default for spec in PARAMETERS} | {"quick_gelu": text}
+        assert model_config(values).quick_gelu is expected
+    assert model_config_from_args(parser.parse_args([])).precision == "auto"
+    with pytest.raises(ConfigError, match="quick_gelu must be one of auto, true, false"):
+        model_config({spec.name: spec.default for spec in PARAMETERS} | {"quick_gelu": "yes"})

@@ -102,7 +102,7 @@ def load_clip(config: ModelConfig) -> LoadedCLIP:
     """Build the open_clip model of ``config`` with its weights, in eval mode, on its device and precision."""
     device = resolve_device(config.device)
     precision, precision_source = resolve_precision(config.precision, device)
-    # bf16 runs on CPUs with AVX512-BF16 or AMX (twice as fast as fp32 there); CPU fp16 matmuls are slow.
+    # bf16 runs on any CPU (natively only with AVX512-BF16 or AMX); fp16 products on a CPU are slow.
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError(f"precision fp16 needs a CUDA device; use fp32 (or bf16) on {device}")
     if config.name not in open_clip.list_models() and not config.name.startswith(("hf-hub:", "local-dir:")):
