@@ -3,6 +3,7 @@ detections through a duck-typed stand-in where vision_msgs is not installed) and
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -161,3 +162,19 @@ def test_stamp_buffer_pairs_exactly_or_with_the_nearest_within_the_tolerance() -
     assert buffer.nearest(300, 0).item == "depth 300 again"  # a tie goes to the newer arrival
     buffer.clear()
     assert buffer.nearest(300, 1000).item is None
+
+
+def test_the_3d_rviz_layout_shows_the_points_and_markers_the_node_publishes() -> None:
+    import yaml
+
+    rviz = yaml.safe_load((Path(__file__).resolve().parents[1] / "config" / "zeroseg_3d.rviz").read_text())
+    displays = {d["Class"]: d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"]}
+    assert displays == {
+        "rviz_default_plugins/PointCloud2": "/zeroseg/points",
+        "rviz_default_plugins/MarkerArray": "/zeroseg/objects/markers",
+    }
+    labelled = next(d for d in rviz["Visualization Manager"]["Displays"] if d["Class"].endswith("PointCloud2"))
+    assert labelled["Channel Name"] in [name for name, _, _ in spatial.POINT_FIELDS]
+    namespaces = set(next(d for d in rviz["Visualization Manager"]["Displays"] if "Namespaces" in d)["Namespaces"])
+    markers = spatial.marker_array(header(), REGIONS, LABELS).markers
+    assert namespaces == {m.ns for m in markers[1:]}

@@ -9,7 +9,7 @@ quartiles widened by 1.5 interquartile ranges), which drops such outliers but ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -52,41 +52,46 @@ def find_objects(
     stride: int = 1,
 ) -> list[SegmentedRegion]:
     """The 8-connected components of each label (0 is background) with at least ``min_pixels`` pixels, in
-    label order, then by their position (OpenCV's component order). With ``depth_m`` (metres, NaN for no
+    label order, then in OpenCV's component order. With ``depth_m`` (metres, NaN for no
     depth, registered to the colour image at any resolution) and its intrinsics, every ``stride``-th depth
     pixel in both directions gives the 3-D statistics."""
     counts = np.bincount(label_map.ravel(), minlength=1)
-    found: list[tuple[int, tuple[int, int, int, int], int, float]] = []
-    instance = np.zeros(label_map.shape, dtype=np.int32) if depth_m is not None else None
+    regions: list[SegmentedRegion] = []
+    instance = np.zeros(label_map.shape, dtype=np.int32) if depth_m is not None else None  # pixel -> object number
     for label in np.flatnonzero(counts[1:] >= min_pixels) + 1:
         mask = label_map == label
-        count, components, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-        ids = components[mask]
-        sums = np.bincount(ids, weights=confidence[mask], minlength=count)
-        numbers = np.zeros(count, dtype=np.int32)  # component -> its 1-based index in found (0: dropped)
+        # Components within the label's bounding box only: OpenCV's statistics cost per pixel of the image.
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        window = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        local = np.ascontiguousarray(mask[window])
+        count, components, stats, _ = cv2.connectedComponentsWithStats(local.view(np.uint8), connectivity=8)
+        ids = components[local]
+        sums = np.bincount(ids, weights=confidence[window][local], minlength=count)
+        numbers = np.zeros(count, dtype=np.int32)  # component -> 1-based object number (0: too small)
         # Component 0 is everything that is not this label.
         for component in np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= min_pixels) + 1:
             x, y, width, height, area = (int(v) for v in stats[component])
-            found.append((int(label), (x, y, width, height), area, float(sums[component] / area)))
-            numbers[component] = len(found)
+            box = (x + int(cols[0]), y + int(rows[0]), width, height)
+            regions.append(SegmentedRegion(int(label), box, area, float(sums[component] / area)))
+            numbers[component] = len(regions)
         if instance is not None:
-            instance[mask] = numbers[ids]
-    if instance is None or depth_m is None or depth_intrinsics is None or not found:
-        return [SegmentedRegion(label, box, area, mean) for label, box, area, mean in found]
+            instance[window][local] = numbers[ids]
+    if instance is None or depth_m is None or depth_intrinsics is None or not regions:
+        return regions
 
     rows = sample_indices(label_map.shape[0], depth_m.shape[0])[::stride]
     cols = sample_indices(label_map.shape[1], depth_m.shape[1])[::stride]
     owner = instance[rows[:, None], cols[None, :]].ravel()
     points = back_project(depth_m, depth_intrinsics, stride).reshape(-1, 3)
-    sampled = np.bincount(owner, minlength=len(found) + 1)
+    sampled = np.bincount(owner, minlength=len(regions) + 1)
     valid = (owner > 0) & np.isfinite(points[:, 2])
     owner, points = owner[valid], points[valid]
     order = np.argsort(owner, kind="stable")
-    per_object = np.split(points[order], np.cumsum(np.bincount(owner, minlength=len(found) + 1))[:-1])
-    regions = []
-    for index, (label, box, area, mean) in enumerate(found, start=1):
+    per_object = np.split(points[order], np.cumsum(np.bincount(owner, minlength=len(regions) + 1))[:-1])
+    with_depth = []
+    for index, region in enumerate(regions, start=1):
         own = per_object[index]
         centroid, extents = robust_centroid_and_extents(own.astype(np.float64)) if len(own) else (None, None)
         fraction = len(own) / sampled[index] if sampled[index] else 0.0
-        regions.append(SegmentedRegion(label, box, area, mean, centroid, extents, float(fraction)))
-    return regions
+        with_depth.append(replace(region, centroid=centroid, extents=extents, valid_depth_fraction=float(fraction)))
+    return with_depth
