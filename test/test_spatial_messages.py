@@ -178,3 +178,31 @@ def test_the_3d_rviz_layout_shows_the_points_and_markers_the_node_publishes() ->
     namespaces = set(next(d for d in rviz["Visualization Manager"]["Displays"] if "Namespaces" in d)["Namespaces"])
     markers = spatial.marker_array(header(), REGIONS, LABELS).markers
     assert namespaces == {m.ns for m in markers[1:]}
+
+
+@pytest.mark.timeout(60)
+def test_spatial_outputs_can_be_created_and_destroyed_again_as_a_lifecycle_node_would() -> None:
+    import rclpy
+
+    from zeroseg_ros.ros.params import PARAMETERS
+
+    values = {spec.name: spec.default for spec in PARAMETERS} | {"use_depth": True}
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("spatial_lifecycle_probe", context=context)
+        before = (len(list(node.subscriptions)), len(list(node.publishers)))
+        for _ in range(2):
+            outputs = spatial.SpatialOutputs(node, values, 5.0)
+            topics = {name for name, _ in node.get_publisher_names_and_types_by_node(node.get_name(), "/")}
+            assert {"/points", "/objects", "/objects/markers", "/heatmap"} <= topics
+            assert len(list(node.subscriptions)) == before[0] + 2  # depth and camera_info
+            assert outputs.diagnostic_values()["frames_without_depth"] == "0"
+            outputs.destroy()
+            assert (len(list(node.subscriptions)), len(list(node.publishers))) == before
+        without_depth = spatial.SpatialOutputs(node, values | {"use_depth": False}, 5.0)
+        assert without_depth.points_pub is None and without_depth.diagnostic_values() == {}
+        assert len(list(node.subscriptions)) == before[0]
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
