@@ -57,7 +57,7 @@ def voc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def segmenter() -> Segmenter:
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        return Segmenter(ModelConfig(name=SMALL_MODEL, random_init=True, device="cpu"))
+        return Segmenter(ModelConfig(name=SMALL_MODEL, random_init=True, device="cpu", precision="fp32"))
 
 
 def test_label_mapping_with_and_without_background_class() -> None:

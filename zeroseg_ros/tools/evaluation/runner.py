@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.segmenter import Segmenter
+from zeroseg_ros.tools.console import ProgressBar
 from zeroseg_ros.tools.evaluation.datasets import SegmentationDataset
 from zeroseg_ros.tools.evaluation.metrics import NO_PREDICTION, ConfusionMatrix
 from zeroseg_ros.tools.evaluation.presets import Protocol
@@ -146,7 +147,7 @@ def evaluate(
     if protocol.area_threshold:  # the loop applies the probability threshold after the area threshold
         settings = settings.replace(probability_threshold=0.0)
     segmenter.update_config(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})
-    segmenter.set_queries(list(protocol.queries))
+    segmenter.set_queries(list(protocol.queries), ProgressBar("encoding class names", "prompt") if progress else None)
     if len(segmenter.labels) != len(protocol.queries):
         raise ConfigError(f"segmenter took {len(segmenter.labels)} labels for {len(protocol.queries)} classes")
 
