@@ -56,7 +56,7 @@ def segmenter() -> Segmenter:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Without oneDNN: the encoder then runs the code it runs on CUDA.
-        model = ModelConfig(name="ViT-S-16", random_init=True, device="cpu")
+        model = ModelConfig(name="ViT-S-16", random_init=True, device="cpu", precision="fp32")
         return Segmenter(model, SegmenterConfig(templates="none"), onednn=False)
 
 

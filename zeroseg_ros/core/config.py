@@ -15,7 +15,8 @@ from typing import Any
 from zeroseg_ros.core.errors import ConfigError
 
 METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+TRISTATE = ("auto", "true", "false")
 TEMPLATE_SETS = ("imagenet80", "short", "none")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -27,6 +28,10 @@ class ModelConfig:
     ``name`` and ``pretrained`` are open_clip's model name and pretrained tag (downloaded on first use into
     ``cache_dir``); ``checkpoint`` is a local file for machines without internet and wins over the tag.
     ``random_init`` builds the architecture with random weights: for tests and smoke runs only.
+    ``precision`` ``auto`` is fp16 on CUDA, bf16 on CPUs with AVX512-BF16 or AMX, fp32 otherwise.
+    ``quick_gelu``: the activation the weights were trained with (OpenAI's CLIP: QuickGELU). None (auto) takes it
+    from open_clip's table for a pretrained tag, from the format of an OpenAI checkpoint file (TorchScript
+    archive or OpenAI state dict), and otherwise from the model name's config, with a warning that says so.
     """
 
     name: str = "ViT-B-16"
@@ -35,7 +40,8 @@ class ModelConfig:
     cache_dir: str | None = None
     random_init: bool = False
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    quick_gelu: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -44,6 +50,8 @@ class ModelConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.quick_gelu not in (None, True, False):
+            raise ConfigError(f"quick_gelu must be None (auto), True or False, got {self.quick_gelu!r}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,13 @@ class SegmenterConfig:
 def split_words(text: str) -> tuple[str, ...]:
     """'sky, wall,, floor ' -> ('sky', 'wall', 'floor')."""
     return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
+def parse_tristate(name: str, text: str) -> bool | None:
+    """``auto`` -> None, ``true`` -> True, ``false`` -> False, for settings that are chosen when left on auto."""
+    if text not in TRISTATE:
+        raise ConfigError(f"{name} must be one of {', '.join(TRISTATE)}, got {text!r}")
+    return None if text == "auto" else text == "true"
 
 
 def parse_frame_sizes(text: str) -> list[tuple[int, int]]:

@@ -27,12 +27,13 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
 
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.dense import DenseCLIPEncoder
 from zeroseg_ros.core.errors import ConfigError, InferenceResourceError, InvalidImageError, InvalidQueryError
 from zeroseg_ros.core.model import LoadedCLIP, load_clip
-from zeroseg_ros.core.onednn import onednn_available
+from zeroseg_ros.core.onednn import measure_linear, onednn_available
 from zeroseg_ros.core.overlay import palette
 from zeroseg_ros.core.pamr import pamr
 from zeroseg_ros.core.preprocess import (
@@ -44,7 +45,7 @@ from zeroseg_ros.core.preprocess import (
     target_size,
 )
 from zeroseg_ros.core.temporal import ProbabilityEMA
-from zeroseg_ros.core.text import Query, TextEncoder, parse_queries
+from zeroseg_ros.core.text import Progress, Query, TextEncoder, parse_queries
 
 LOGGER = logging.getLogger(__name__)
 
@@ -136,8 +137,9 @@ class Segmenter:
     """Zero-shot segmentation of frames by text queries with training-free dense CLIP.
 
     ``set_queries`` once (or whenever they change), then ``segment`` each frame. Methods are serialised by an
-    internal lock, so a ROS callback may change queries while a worker thread segments. ``onednn=False`` keeps
-    PyTorch's own fp32 products on the CPU (for comparison).
+    internal lock, so a ROS callback may change queries while a worker thread segments. ``onednn`` (fp32 on the
+    CPU): True routes the products through oneDNN, False keeps PyTorch's own, None times both at start-up
+    (``onednn.measure_linear``) and takes oneDNN only where it is clearly faster.
     """
 
     def __init__(
@@ -147,7 +149,7 @@ class Segmenter:
         cuda_graphs: bool = True,
         profile: bool | None = None,
         image_encoder: ImageEncoder | None = None,
-        onednn: bool = True,
+        onednn: bool | None = None,
     ) -> None:
         self.model_config = model_config or ModelConfig()
         self._config = config or SegmenterConfig()
@@ -159,8 +161,7 @@ class Segmenter:
         # Per-stage timings need a device synchronisation between stages; free on the CPU.
         self.profile = self.device.type == "cpu" if profile is None else profile
         self._engine = image_encoder
-        # fp32 products on the CPU through oneDNN (onednn.py): the same features, about twice as fast on AMD.
-        self._onednn = onednn and self.device.type == "cpu" and self._clip.dtype == torch.float32 and onednn_available()
+        self._onednn, self._onednn_source = self._choose_onednn(onednn)
         self._check_engine(self._config)
         self._encoder = self._make_encoder(self._config)
         self._text = TextEncoder(
@@ -173,6 +174,22 @@ class Segmenter:
         self._graphs: OrderedDict[tuple[int, int, float | None], _Graph] = OrderedDict()
         self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
         self._lock = threading.RLock()
+
+    def _choose_onednn(self, wanted: bool | None) -> tuple[bool, str]:
+        """Whether fp32 CPU products go through oneDNN (onednn.py: the same features, twice as fast on an AMD
+        EPYC, slower on some Intel Xeons), and why."""
+        if self.device.type != "cpu" or self._clip.dtype != torch.float32 or not onednn_available():
+            return False, "fp32 on the CPU only"
+        if not isinstance(self._clip.model.visual, VisionTransformer):
+            return False, "ViT models only"  # and the encoder refuses the others with a clear error
+        if wanted is not None:
+            return wanted, "set explicitly"
+        mlp = self._clip.model.visual.transformer.resblocks[0].mlp.c_fc
+        patch = max(self._clip.model.visual.patch_size)
+        short = self._config.short_side or 224
+        rows = (short // patch) * (short * 4 // 3 // patch) + 1  # the tokens of a 4:3 frame at short_side
+        timing = measure_linear(mlp.weight, mlp.bias, rows)
+        return timing.onednn_wins, f"auto: {timing}"
 
     # ------------------------------------------------------------------ settings
     @property
@@ -196,11 +213,12 @@ class Segmenter:
     def text_encoder(self) -> TextEncoder:
         return self._text
 
-    def set_queries(self, queries: str | Sequence[str]) -> list[Query]:
-        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on."""
+    def set_queries(self, queries: str | Sequence[str], progress: Progress | None = None) -> list[Query]:
+        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on.
+        ``progress(done, total)`` follows the prompts' encoding (``TextEncoder.encode``)."""
         parsed = parse_queries(queries)
         with self._lock:
-            self._state = self._text_state(parsed, self._config)
+            self._state = self._text_state(parsed, self._config, progress)
             self._graphs.clear()
             self._temporal.clear()
             return parsed
@@ -243,7 +261,9 @@ class Segmenter:
             return tuple(self._engine.input_size)  # type: ignore[return-value]
         return target_size(height, width, config.short_side, max(self._encoder.patch_size))
 
-    def _text_state(self, queries: list[Query], config: SegmenterConfig) -> _TextState:
+    def _text_state(
+        self, queries: list[Query], config: SegmenterConfig, progress: Progress | None = None
+    ) -> _TextState:
         query_phrases = {p.lower() for q in queries for p in q.synonyms}
         # A query wins over a background word of the same name: the user asked for it explicitly.
         background = [w for w in dict.fromkeys(config.background_words) if w.lower() not in query_phrases]
@@ -258,7 +278,7 @@ class Segmenter:
                 f"{len(rows)} phrases (queries, synonyms and background words) exceed max_queries "
                 f"({config.max_queries}); segment fewer labels at a time"
             )
-        embeddings = self._text.encode(rows).to(self._clip.dtype)
+        embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
         return _TextState(
             queries=tuple(queries),
             embeddings=embeddings,
@@ -307,9 +327,29 @@ class Segmenter:
     @property
     def backend(self) -> str:
         """How frames run, for logs and diagnostics, e.g. ``PyTorch fp16 + CUDA graphs`` or ``OnnxImageEncoder``."""
-        runner = type(self._engine).__name__ if self._engine is not None else f"PyTorch {self.model_config.precision}"
+        runner = type(self._engine).__name__ if self._engine is not None else f"PyTorch {self.precision}"
         extras = [name for name, used in (("oneDNN", self.uses_onednn), ("CUDA graphs", self._use_graphs)) if used]
         return " + ".join([runner, *extras])
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in (fp32, fp16 or bf16): ``auto`` resolved."""
+        return self._clip.precision
+
+    @property
+    def activation(self) -> str:
+        """The activation the model runs (QuickGELU for OpenAI's weights, as trained), for logs and diagnostics."""
+        return self._clip.activation
+
+    @property
+    def choices(self) -> str:
+        """What precision, activation and oneDNN routing were chosen, and why: for the start-up log and
+        diagnostics, e.g. ``precision bf16 (auto: this CPU has AVX512-BF16 or AMX); ...``."""
+        clip = self._clip
+        return (
+            f"precision {clip.precision} ({clip.precision_source}); activation {clip.activation} "
+            f"({clip.activation_source}); oneDNN {'on' if self._onednn else 'off'} ({self._onednn_source})"
+        )
 
     @property
     def records_graphs(self) -> bool:

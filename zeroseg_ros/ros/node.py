@@ -33,7 +33,7 @@ try:  # Iron and later
 except ImportError:  # Humble
     from rclpy.qos_event import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
 
-from zeroseg_ros.core.config import parse_frame_sizes
+from zeroseg_ros.core.config import parse_frame_sizes, parse_tristate
 from zeroseg_ros.core.errors import ConfigError, InvalidQueryError, WeightsNotFoundError
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.overlay import draw_legend, palette
@@ -112,10 +112,11 @@ class ZerosegNode(Node):
                 "node publishes means nothing. Use it for smoke tests only."
             )
         engine = self._engine(values)
-        self.segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=bool(values["onednn"]))
+        onednn = parse_tristate("onednn", str(values["onednn"]))
+        self.segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=onednn)
         self.get_logger().info(
             f"model {model.name} ({self.segmenter.weights}) on {self.segmenter.device} "
-            f"({self.segmenter.backend}), method {self.segmenter.config.method}"
+            f"({self.segmenter.backend}), method {self.segmenter.config.method}; {self.segmenter.choices}"
         )
 
         self.statistics = FrameStatistics()
@@ -267,6 +268,12 @@ class ZerosegNode(Node):
         self.get_logger().info(f"segmenting {len(labels)} labels: {text}")
         self._warned_no_queries = False
 
+    def encoding_progress(self, done: int, total: int) -> None:
+        if done < total:  # a query change that fits in one batch needs no progress line
+            self.get_logger().info(
+                f"encoding {total} prompts for the queries: {100 * done // total} %", throttle_duration_sec=2.0
+            )
+
     def queries_rejected(self, reason: str) -> None:
         self.statistics.request_rejected(reason)
         self.get_logger().warning(f"{reason}; keeping the previous queries", throttle_duration_sec=LOG_THROTTLE_S)
@@ -348,6 +355,8 @@ class ZerosegNode(Node):
                 "method": config.method,
                 "device": str(self.segmenter.device),
                 "backend": self.segmenter.backend,
+                "activation": self.segmenter.activation,
+                "choices": self.segmenter.choices,
                 "queries": ", ".join(self.segmenter.labels),
                 "input_rate_hz": f"{self.statistics.input_rate.rate():.2f}",
                 "output_rate_hz": f"{self.statistics.output_rate.rate():.2f}",

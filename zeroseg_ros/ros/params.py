@@ -15,9 +15,11 @@ from zeroseg_ros.core.config import (
     METHODS,
     PRECISIONS,
     TEMPLATE_SETS,
+    TRISTATE,
     ModelConfig,
     SegmenterConfig,
     parse_frame_sizes,
+    parse_tristate,
     split_words,
 )
 from zeroseg_ros.core.errors import ConfigError
@@ -95,16 +97,28 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "precision",
         _MODEL.precision,
-        "fp32, fp16 or bf16 (fp16 needs CUDA; bf16 on a CPU is fast only with AVX512-BF16 or AMX).",
+        "auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16 or AMX, fp32 otherwise. Or fp32, fp16 (CUDA only), "
+        "bf16. The start-up log and /diagnostics say what was chosen.",
         runtime=False,
         choices=PRECISIONS,
     ),
     ParamSpec(
         "onednn",
-        True,
-        "CPU, fp32: run the encoders' linear layers as oneDNN inner products (the same results, twice as fast "
-        "as PyTorch's own MKL products on AMD CPUs). false: PyTorch's own.",
+        "auto",
+        "CPU, fp32: run the encoders' linear layers as oneDNN inner products (the same results; twice as fast as "
+        "PyTorch's own products on an AMD EPYC, slower on some Intel Xeons). auto: times one product both ways "
+        "at start-up and uses oneDNN where it is at least 10 % faster. true, false: always, never.",
         runtime=False,
+        choices=TRISTATE,
+    ),
+    ParamSpec(
+        "quick_gelu",
+        "auto",
+        "The activation the weights were trained with (OpenAI's CLIP: QuickGELU). auto: from open_clip's table "
+        "for a pretrained tag; from an OpenAI checkpoint's format (TorchScript archive, OpenAI state dict); "
+        "otherwise the model name's (with a warning). true, false: QuickGELU, GELU.",
+        runtime=False,
+        choices=TRISTATE,
     ),
     # --- segmentation (applied from the next frame on)
     ParamSpec("method", _SEGMENTER.method, "Training-free last-block method.", runtime=True, choices=METHODS),
@@ -296,6 +310,7 @@ def model_config(values: dict[str, ParamValue]) -> ModelConfig:
         random_init=bool(values["random_weights"]),
         device=str(values["device"]),
         precision=str(values["precision"]),
+        quick_gelu=parse_tristate("quick_gelu", str(values["quick_gelu"])),
     )
 
 

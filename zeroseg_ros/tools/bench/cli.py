@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from zeroseg_ros.tools.cli_args import (
     model_config_from_args,
     segmenter_config_from_args,
 )
+from zeroseg_ros.tools.console import configure_logging
 
 DEFAULT_SIZES = "640x480,1280x720"
 
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument(
-        "--no-onednn", action="store_true", help="CPU: PyTorch's own fp32 products instead of oneDNN's (to compare)"
+        "--no-onednn", action="store_true", help="CPU: PyTorch's own fp32 products, never oneDNN's (to compare)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency-vs-size PNG here")
@@ -109,7 +109,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         naive=not args.no_naive,
         naive_iterations=args.naive_iterations,
         engine=args.engine,
-        onednn=not args.no_onednn,
+        onednn=False if args.no_onednn else None,
     )
 
 
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zeroseg_ros.tools.bench", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose=False)
     try:
         return _run(args)
     except ZerosegError as error:
