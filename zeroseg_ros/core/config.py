@@ -70,6 +70,9 @@ class SegmenterConfig:
     neighbourhood_std: standard deviation, in patches, of NACLIP's Gaussian attention bias.
     max_queries: the most queries (synonyms and background words included) one frame may carry.
     max_pixels: the largest image accepted, in pixels (width x height).
+    temporal_smoothing: in [0, 1), the weight of the past in an exponential moving average of the class
+        probabilities at patch resolution over consecutive frames of one size and one query set (0: off).
+    heatmap_query: a query's name whose probability per pixel the result also holds (empty: none).
     """
 
     method: str = "naclip"
@@ -84,6 +87,8 @@ class SegmenterConfig:
     neighbourhood_std: float = 5.0
     max_queries: int = 1024
     max_pixels: int = 8192 * 8192
+    temporal_smoothing: float = 0.0
+    heatmap_query: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -107,6 +112,8 @@ class SegmenterConfig:
             raise ConfigError(f"max_queries must be at least 1, got {self.max_queries}")
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        if not 0.0 <= self.temporal_smoothing < 1.0:
+            raise ConfigError(f"temporal_smoothing must be in [0, 1), got {self.temporal_smoothing}")
         if any(not isinstance(w, str) or not w.strip() for w in self.background_words):
             raise ConfigError(f"background_words must be non-blank strings, got {self.background_words!r}")
 

@@ -5,8 +5,10 @@ Stages, each in one place:
   2. resize and normalise on the device              ``preprocess.Normaliser``
   3. dense patch embeddings (training-free last block)  ``dense.DenseCLIPEncoder``
   4. cosine similarity to the cached text embeddings, in one pass or sliding windows
-  5. optional PAMR, upsampling to the input size, softmax, best synonym per query, threshold, argmax
-  6. per-query areas and mean scores, all results packed into one buffer: one copy to the host
+  5. optional temporal smoothing at patch resolution (``temporal.ProbabilityEMA``), optional PAMR, upsampling
+     to the input size, softmax, best synonym per query, threshold, argmax
+  6. per-query areas and mean scores (and one query's probability map, the heat map, when asked for), all
+     results packed into one buffer: one copy to the host
 
 On CUDA, stages 2-6 for a given frame size are recorded once as a CUDA graph and replayed, which removes the
 per-kernel launch cost that dominates a batch-1 ViT.
@@ -42,6 +44,7 @@ from zeroseg_ros.core.preprocess import (
     check_image,
     target_size,
 )
+from zeroseg_ros.core.temporal import ProbabilityEMA
 from zeroseg_ros.core.text import Progress, Query, TextEncoder, parse_queries
 
 LOGGER = logging.getLogger(__name__)
@@ -76,6 +79,7 @@ class SegmentationResult:
     areas: np.ndarray  # (Q,) int64: pixels each query wins
     timings_ms: dict[str, float] = field(default_factory=dict)
     overlay: np.ndarray | None = None  # H x W x 3 uint8 in the input's channel order, when asked for
+    heatmap: np.ndarray | None = None  # H x W float32: the probability of config.heatmap_query, when it is a label
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ class Segmenter:
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
         self._graphs: OrderedDict[tuple[int, int, float | None], _Graph] = OrderedDict()
+        self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
         self._lock = threading.RLock()
 
     def _choose_onednn(self, wanted: bool | None) -> tuple[bool, str]:
@@ -215,6 +220,7 @@ class Segmenter:
         with self._lock:
             self._state = self._text_state(parsed, self._config, progress)
             self._graphs.clear()
+            self._temporal.clear()
             return parsed
 
     def update_config(self, **changes: object) -> SegmenterConfig:
@@ -229,6 +235,7 @@ class Segmenter:
                 self._state = self._text_state(list(self._state.queries), new)
             self._config = new
             self._graphs.clear()
+            self._temporal.clear()
             return new
 
     def _make_encoder(self, config: SegmenterConfig) -> DenseCLIPEncoder:
@@ -304,6 +311,7 @@ class Segmenter:
                 return self._segment(image, channel_order == "bgr", state, overlay_alpha)
             except torch.cuda.OutOfMemoryError as error:
                 self._graphs.clear()
+                self._temporal.clear()
                 torch.cuda.empty_cache()
                 height, width = image.shape[:2]
                 raise InferenceResourceError(
@@ -352,6 +360,7 @@ class Segmenter:
         """Run (and on CUDA, record) the pipeline for ``(height, width)`` frame sizes before the first frame."""
         for height, width in sizes:
             self.segment(np.zeros((height, width, 3), dtype=np.uint8), overlay_alpha=overlay_alpha)
+        self._temporal.restart()  # blank warm-up frames must not enter the average
 
     def _segment(
         self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None
@@ -359,6 +368,7 @@ class Segmenter:
         timer = _StageTimer(self.device, self.profile)
         channels = self._channels[bgr]
         key = (image.shape[0], image.shape[1], overlay_alpha)
+        self._temporal.begin(key[:2])
         if self._use_graphs and key not in self._graphs:
             while len(self._graphs) >= GRAPHS_KEPT:
                 self._graphs.popitem(last=False)
@@ -372,7 +382,8 @@ class Segmenter:
             packed, fields = recorded.packed, recorded.fields
         else:
             packed, fields = self._infer(self._upload(image), channels, state, timer, overlay_alpha)
-        label_map_np, confidence_np, areas_np, sums_np, *overlay = unpack_outputs(self._to_host(packed), fields)
+        label_map_np, confidence_np, areas_np, sums_np, *extras = unpack_outputs(self._to_host(packed), fields)
+        overlay = extras.pop(0) if overlay_alpha is not None else None
         timer.lap("postprocess")
         areas_np = areas_np[1:].astype(np.int64)
         scores = np.divide(sums_np[1:], np.maximum(areas_np, 1)).astype(np.float32)
@@ -384,7 +395,8 @@ class Segmenter:
             scores=scores,
             areas=areas_np,
             timings_ms=timer.laps,
-            overlay=overlay[0] if overlay else None,
+            overlay=overlay,
+            heatmap=extras[0] if extras else None,
         )
 
     def _record(
@@ -438,6 +450,8 @@ class Segmenter:
         else:
             logits = self._patch_logits(pixels, state.embeddings)
         timer.lap("encode_image")
+        if config.temporal_smoothing > 0:
+            logits = self._temporal.smooth(logits, (height, width), config.temporal_smoothing, config.logit_scale)
         if config.pamr or config.slide_crop > 0:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if config.pamr:
@@ -458,13 +472,14 @@ class Segmenter:
         bins = len(state.queries) + 1
         areas = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, torch.ones_like(confidence).flatten())
         score_sums = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, confidence.flatten())
+        heatmap = tuple(probabilities[c] for c in _heatmap_columns(state, config.heatmap_query))
         if overlay_alpha is None:
-            return pack_outputs((label_map, confidence, areas, score_sums))
+            return pack_outputs((label_map, confidence, areas, score_sums, *heatmap))
         colours = state.colours.index_select(1, channels)  # the palette in the frame's channel order
         painted = frame.float() * (1.0 - overlay_alpha) + colours[flat].view(height, width, 3) * overlay_alpha
         overlay = torch.where((label_map > 0).unsqueeze(-1), painted.round(), frame.float()).to(torch.uint8)
         timer.lap("overlay")
-        return pack_outputs((label_map, confidence, areas, score_sums, overlay))
+        return pack_outputs((label_map, confidence, areas, score_sums, overlay, *heatmap))
 
     def _patch_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every patch to every phrase: ``(B, S, h, w)``."""
@@ -491,6 +506,15 @@ class Segmenter:
             total[..., top : top + crop_h, left : left + crop_w] += logits
             count[..., top : top + crop_h, left : left + crop_w] += 1
         return total / count
+
+
+def _heatmap_columns(state: _TextState, name: str) -> tuple[int, ...]:
+    """The probability column of the query named ``name`` (case-insensitive), or none."""
+    wanted = name.strip().lower()
+    for index, query in enumerate(state.queries):
+        if wanted and query.name.lower() == wanted:
+            return (index + 1 - state.label_offset,)
+    return ()
 
 
 class _StageTimer:

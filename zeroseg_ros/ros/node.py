@@ -51,6 +51,7 @@ from zeroseg_ros.ros.params import (
     model_config,
     segmenter_config,
 )
+from zeroseg_ros.ros.spatial import SpatialOutputs
 from zeroseg_ros.ros.transport import LARGE_FRAMES_PROFILE, config_file
 from zeroseg_ros.ros.worker import Frame, InferenceWorker
 
@@ -144,6 +145,7 @@ class ZerosegNode(Node):
                 "segmentation topic is not published; mask, confidence, overlay and labels are."
             )
 
+        self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)  # objects, markers, points, heatmap
         self._subscribe_images(bool(values["use_compressed"]), image_qos(bool(values["reliable"])))
         self.create_subscription(String, QUERIES_TOPIC, self._on_queries_topic, LATCHED_QOS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -305,6 +307,7 @@ class ZerosegNode(Node):
         # The overlay is blended on the device with the rest of the pipeline; only the legend is drawn here.
         result = self.segmenter.segment(pixels, "bgr" if order == "bgr" else "rgb", overlay_alpha=self._overlay_alpha())
         self._publish(frame.msg.header, order, result)
+        self.spatial.publish(frame.msg.header, result)
         self.statistics.frame_published((time.monotonic() - frame.received) * 1000.0)
         return pixels.shape[:2]
 
@@ -359,6 +362,7 @@ class ZerosegNode(Node):
                 "output_rate_hz": f"{self.statistics.output_rate.rate():.2f}",
                 "latency_p50_ms": f"{p50:.1f}",
                 "latency_p95_ms": f"{p95:.1f}",
+                **self.spatial.diagnostic_values(),
             },
         )
         array = DiagnosticArray(status=[status])

@@ -1,7 +1,7 @@
 """``zeroseg bench`` (and ``python -m zeroseg_ros.tools.bench``): its options, and what it prints and writes.
 
 What is measured and how: ``measure.py``; the table: ``report.py``; the plot: ``plot.py``; the end-to-end ROS
-node measurement (``--ros``): ``ros_e2e.py``.
+node measurement (``--ros``): ``ros_e2e.py``; the outputs beyond the mask (``--spatial``): ``spatial.py``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency-vs-size PNG here")
     parser.add_argument("--ros", action="store_true", help="end-to-end ROS node measurement (bench_ros.py)")
+    parser.add_argument(
+        "--spatial",
+        action="store_true",
+        help="cost of objects, markers, points, heat map and smoothing, and flicker (spatial.py; first size)",
+    )
     parser.add_argument("--rate", type=float, default=30.0, help="--ros: publish rate in Hz (%(default)s)")
     parser.add_argument("--duration", type=float, default=20.0, help="--ros: seconds of publishing (%(default)s)")
     parser.add_argument("--reliable", action="store_true", help="--ros: reliable image QoS (default best effort)")
@@ -116,6 +121,13 @@ def _run(args: argparse.Namespace) -> int:
 
         report = run_ros_benchmark(args)
         print(json.dumps(report, indent=2))
+    elif args.spatial:
+        from zeroseg_ros.tools.bench.spatial import format_spatial, run_spatial_benchmark
+
+        report = run_spatial_benchmark(
+            model_config_from_args(args), segmenter_config_from_args(args), options_from_args(args)
+        )
+        print(format_spatial(report))
     else:
         options = options_from_args(args)
         report = run_benchmark(
