@@ -76,11 +76,11 @@ def test_recorded_graphs_are_bounded_least_recently_used_first(frame: np.ndarray
     for index in range(GRAPHS_KEPT + 2):  # one more size than kept, then the first size again
         graphed.segment(synthetic_frame(64 + 16 * index, 96))
         assert len(graphed._graphs) == min(index + 1, GRAPHS_KEPT)
-    assert (64, 96, None) not in graphed._graphs
+    assert (64, 96, False) not in graphed._graphs
     small = synthetic_frame(64, 96)
     np.testing.assert_array_equal(graphed.segment(small).label_map, eager.segment(small).label_map)
-    assert (64, 96, None) in graphed._graphs and len(graphed._graphs) == GRAPHS_KEPT
-    assert (64 + 2 * 16, 96, None) not in graphed._graphs  # the least recently used one made room
+    assert (64, 96, False) in graphed._graphs and len(graphed._graphs) == GRAPHS_KEPT
+    assert (64 + 2 * 16, 96, False) not in graphed._graphs  # the least recently used one made room
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
