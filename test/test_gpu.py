@@ -102,12 +102,12 @@ def test_cpu_and_cuda_agree(frame: np.ndarray, eager_fp32) -> None:
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_out_of_memory_is_an_inference_resource_error(cuda_graphs: bool) -> None:
     seg = segmenter(cuda_graphs=cuda_graphs)
-    seg.update_config(short_side=1024)
+    seg.update_config(short_side=768)  # 48 x 85 patches at 1080p: within MAX_PATCH_TOKENS
     device = seg.device
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
-    # Allow 8 MiB above what is allocated now: far less than a 1024-short-side frame needs.
+    # Allow 8 MiB above what is allocated now: far less than a 768-short-side frame needs.
     torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated(device) + 2**23) / total, device)
     try:
         with pytest.raises(InferenceResourceError, match="out of memory"):

@@ -151,6 +151,14 @@ def test_huge_images_are_refused_before_any_work(segmenter):
         segmenter.segment(np.zeros((101, 100, 3), dtype=np.uint8))
 
 
+def test_a_frame_too_large_for_attention_is_refused_saying_what_to_set(segmenter):
+    segmenter.update_config(short_side=0)  # 1080p at its own size: 8040 patches
+    with pytest.raises(InvalidImageError, match="lower short_side"):
+        segmenter.segment(np.zeros((1080, 1920, 3), dtype=np.uint8))
+    segmenter.update_config(short_side=96)
+    assert segmenter.segment(np.zeros((1080, 1920, 3), dtype=np.uint8)).label_map.shape == (1080, 1920)
+
+
 def test_bad_channel_order_and_missing_queries(segmenter):
     with pytest.raises(InvalidImageError, match="channel_order"):
         segmenter.segment(_image(), channel_order="yuv")
