@@ -56,6 +56,20 @@ def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: py
 
 def test_bad_options_are_reported() -> None:
     assert bench_cli.main(["--random-weights", "--methods", "nope", "--no-naive"]) == 2
+    assert bench_cli.main(["--random-weights", "--query-counts", "1,x", "--no-naive"]) == 2
+
+
+def test_query_count_axis_takes_the_first_labels_with_their_synonyms(tmp_path: Path) -> None:
+    assert measure.query_subsets("cat, dog|puppy, car", [1, 2]) == [(1, ["cat"]), (2, ["cat", "dog|puppy"])]
+    assert measure.query_subsets("cat, dog", None) == [(2, ["cat", "dog"])]
+    with pytest.raises(ConfigError, match=r"not within the 1\.\.2 labels"):
+        measure.query_subsets("cat, dog", [3])
+    argv = ["--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64", "--no-naive"]
+    argv += ["--sizes", "96x64", "--templates", "none", "--iterations", "1", "--warmup", "0"]
+    argv += ["--queries", "cat, dog|puppy, car", "--query-counts", "1,3", "--json", str(tmp_path / "bench.json")]
+    assert bench_cli.main(argv) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [row["queries"] for row in rows] == [1, 3]
 
 
 def test_benchmark_with_an_exported_engine(tmp_path: Path) -> None:
