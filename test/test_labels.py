@@ -85,8 +85,11 @@ def coco_stuff_segmenter() -> Segmenter:
     return segmenter
 
 
+@pytest.mark.parametrize("logit_scale", [40.0, 100.0])
 @pytest.mark.parametrize("photo", PHOTOS, ids=lambda path: path.name)
-def test_candidate_labels_equal_the_exact_ones_on_real_photos(coco_stuff_segmenter: Segmenter, photo: Path) -> None:
+def test_candidate_labels_equal_the_exact_ones_on_real_photos(
+    coco_stuff_segmenter: Segmenter, photo: Path, logit_scale: float
+) -> None:
     segmenter = coco_stuff_segmenter
     state = segmenter._state
     image = cv2.resize(cv2.imread(str(photo))[:, :, ::-1], (640, 480))
@@ -94,8 +97,10 @@ def test_candidate_labels_equal_the_exact_ones_on_real_photos(coco_stuff_segment
     with torch.inference_mode():
         pixels = segmenter._normalise(torch.from_numpy(np.ascontiguousarray(image)), size, segmenter._channels[False])
         logits = segmenter._patch_logits(pixels, state.embeddings)[0]
-        exact_confidence, exact_column = exact_labels(logits, (480, 640), 40.0, state.class_of_row, state.num_columns)
-        confidence, column = candidate_labels(logits, (480, 640), 40.0, state.class_of_row)
+        exact_confidence, exact_column = exact_labels(
+            logits, (480, 640), logit_scale, state.class_of_row, state.num_columns
+        )
+        confidence, column = candidate_labels(logits, (480, 640), logit_scale, state.class_of_row)
     same = column == exact_column
     assert same.float().mean() >= 0.999
     assert (confidence - exact_confidence).abs()[same].max() <= 1e-3

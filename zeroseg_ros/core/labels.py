@@ -10,9 +10,11 @@ phrases. Two ways to get there:
   pixel's cell, so a phrase outside the union of the corners' top-k phrases cannot beat ``sum_j w_j t_j``, with
   ``t_j`` the corner's (k+1)-th largest logit: in practice the winner is always among those at most 4k
   candidates, and only they are upsampled, exactly. The softmax denominator adds to the candidates' exact sum
-  the rest's, taken at the corners and interpolated geometrically (by Hoelder's inequality an upper bound of
-  the rest's true sum; the rest are the low logits, so the confidence moves little). Cost and memory grow with
-  4k x H x W, independent of S. Shapes are static (fixed k, no masks that select), so a CUDA graph records it.
+  the rest's: its log at the corners, interpolated linearly (by Hoelder's inequality an upper bound), less a
+  second-order term from its curvature between the corners (exact were the log-sum-exp quadratic). The logits
+  are first refined, exactly, to a grid of cells of about ``FINE_CELL_PIXELS`` output pixels, so that corners
+  lie close together. Per-pixel cost and memory grow with 4k x H x W, independent of S; per-cell work with
+  S x the refined grid. Shapes are static (fixed k, no masks that select), so a CUDA graph records it.
 
 ``label_statistics`` counts each label's pixels in integers and sums its confidence in float64, exact past
 16.7 M pixels (float32 stops counting there).
@@ -26,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 CANDIDATES_PER_CORNER = 2  # k: each cell scores the union of its 4 corners' top-k phrases
-FINE_CELL_PIXELS = 4  # the refined grid's cells span at most about this many output pixels
+FINE_CELL_PIXELS = 8  # the refined grid's cells span at most about this many output pixels
 _ABSENT = -1.0e30  # a logit that never wins and adds nothing to a sum of exponentials; finite, so 0 * it = 0
 # exp below this underflows into subnormal floats, which x86 computes about 100 times slower; e^-80 is < 1e-34
 # of the largest term, nothing next to it.
 _EXP_FLOOR = -80.0
+_MIN_REST_SHARE = 1e-4
 
 
 def _exp_(shifted: torch.Tensor) -> torch.Tensor:
@@ -89,6 +92,54 @@ def _cell_corners(grid: torch.Tensor) -> torch.Tensor:
     return torch.stack([grid, right, down, down_right], dim=-3)
 
 
+_PAIRS = ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3), (1, 2))  # corner pairs: top, bottom, left, right edges, diagonals
+
+
+def _rest_curvature(
+    scaled: torch.Tensor,
+    node_lse: torch.Tensor,
+    candidate_values: torch.Tensor,
+    candidate_share: torch.Tensor,
+    rest_share: torch.Tensor,
+) -> torch.Tensor:
+    """Per cell and corner pair (i, j), ``(E_j[x_j - x_i] + E_i[x_i - x_j]) / 2``: the curvature of the rest's
+    log-sum-exp along the pair, ``E_j`` the mean under the rest's softmax at corner j; ``(6, h, w)``."""
+    probability = _cell_corners(_exp_(scaled - node_lse))  # (S, 4, h, w)
+    logits = _cell_corners(scaled)
+    # mean[j][i] = E_j[x_i]: over all phrases, less the candidates, over the rest's share.
+    mean = [
+        [
+            (
+                (probability[:, j] * logits[:, i]).sum(dim=0)
+                - (candidate_share[:, j] * candidate_values[:, i]).sum(dim=0)
+            )
+            / rest_share[j].clamp(min=_MIN_REST_SHARE)
+            for i in range(4)
+        ]
+        for j in range(4)
+    ]
+    curvature = torch.stack(
+        [(mean[j][j] - mean[j][i] + mean[i][i] - mean[i][j]).clamp_(min=0.0) / 2 for i, j in _PAIRS]
+    )
+    # Where the rest holds almost nothing its means are rounding noise, and it moves the confidence by < 1e-4.
+    return curvature.masked_fill_(rest_share.amin(dim=0) < _MIN_REST_SHARE, 0.0)
+
+
+def _rest_correction(curvature: torch.Tensor, axes: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> torch.Tensor:
+    """``sum_{i<j} w_i w_j c_ij`` per pixel, ``(W, H)``, with bilinear corner weights w: in row weight a and
+    column weight b it is ``b(1-b) [(1-a)^2 c01 + a^2 c23 + a(1-a)(c03 + c12)] + a(1-a) [(1-b)^2 c02 + b^2 c13]``,
+    each bracket computed where it varies (rows x cells, cells x columns) before it is spread to the pixels."""
+    (rows, a), (cols, b) = axes
+    top, bottom, left, right, diagonal, antidiagonal = curvature
+    a_ = a.view(-1, 1)
+    across = (1 - a_).square() * top.index_select(0, rows) + a_.square() * bottom.index_select(0, rows)
+    across += a_ * (1 - a_) * (diagonal + antidiagonal).index_select(0, rows)  # (H, w)
+    down = (1 - b).square() * left.index_select(1, cols) + b.square() * right.index_select(1, cols)  # (h, W)
+    across = across.t().contiguous().index_select(0, cols)  # (W, H)
+    down = down.index_select(0, rows).t()  # (W, H)
+    return (b * (1 - b)).view(-1, 1) * across + (a * (1 - a)).view(1, -1) * down
+
+
 def candidate_labels(
     logits: torch.Tensor,
     size: tuple[int, int],
@@ -120,9 +171,14 @@ def candidate_labels(
     values = scaled.view(-1).gather(0, index.view(-1)).view(index.shape).masked_fill_(repeated[:, None], _ABSENT)
     # The rest's share of each corner's softmax, by difference: where it is lost to rounding it is < 1e-6 of
     # the sum, and so is its effect on the confidence.
-    corner_lse = _cell_corners(_logsumexp(scaled, dim=0))  # (4, h, w)
-    rest_share = (1.0 - _exp_(values - corner_lse).sum(dim=0)).clamp_(min=0.0)
+    node_lse = _logsumexp(scaled, dim=0)
+    corner_lse = _cell_corners(node_lse)  # (4, h, w)
+    candidate_share = _exp_(values - corner_lse)  # (4k, 4, h, w): each candidate's softmax at each corner
+    rest_share = (1.0 - candidate_share.sum(dim=0)).clamp_(min=0.0)
     rest_lse = (corner_lse + rest_share.log()).clamp_(min=_ABSENT)  # _ABSENT where no phrase is left
+    curvature = _rest_curvature(
+        scaled, node_lse, values.masked_fill(repeated[:, None], 0.0), candidate_share, rest_share
+    )
 
     axes = (
         _source_axis(size[0], source_h, fine, logits.device),
@@ -131,7 +187,8 @@ def candidate_labels(
     scores = _upsample_cells(values, axes)  # (W, 4k, H): the candidates' upsampled logits
     best, slot = scores.max(dim=1)
     candidate_sum = _exp_(scores.sub_(best[:, None])).sum(dim=1)
-    rest_sum = _exp_(_upsample_cells(rest_lse[None], axes)[:, 0].sub_(best))
+    rest_log = _upsample_cells(rest_lse[None], axes)[:, 0].sub_(_rest_correction(curvature, axes))
+    rest_sum = _exp_(rest_log.sub_(best))
     confidence = (candidate_sum + rest_sum).reciprocal_().t().contiguous()
 
     cell = axes[0][0].view(-1, 1) * w + axes[1][0].view(1, -1)
