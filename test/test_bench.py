@@ -94,5 +94,6 @@ def test_agreement_report_compares_both_labelling_paths_on_a_real_photo(capsys: 
     argv += ["--queries", "sky, grass, tree, road, car, person, dog, cat, house, water", "--sizes", "120x90"]
     assert agreement.main([*argv, "--logit-scales", "40"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("logit_scale 40  ") and "120x90: same label on" in lines[0]
-    assert lines[1].startswith("logit_scale 40, worst: same label on")
+    assert len(lines) == 2 and lines[0].startswith("logit_scale 40  ") and "120x90: " in lines[0]
+    assert "pixels labelled differently" in lines[0] and "confidence within" in lines[0]
+    assert lines[1].startswith("logit_scale 40, all: ") and " of 10800 pixels labelled differently" in lines[1]

@@ -40,15 +40,15 @@ def sample_photos() -> list[Path]:
     return [photo for photo in photos if photo.is_file()]
 
 
-def compare(segmenter: Segmenter, image: np.ndarray) -> tuple[float, float]:
-    """Share of pixels labelled alike by both paths, and the largest confidence difference on them."""
+def compare(segmenter: Segmenter, image: np.ndarray) -> tuple[int, float]:
+    """Pixels labelled differently by the two paths, and the largest confidence difference on the others."""
     segmenter.update_config(exact_labels=False)
     fast = segmenter.segment(image)
     segmenter.update_config(exact_labels=True)
     exact = segmenter.segment(image)
     same = fast.label_map == exact.label_map
     error = float(np.abs(fast.confidence - exact.confidence)[same].max()) if same.any() else float("nan")
-    return float(same.mean()), error
+    return int(same.size - same.sum()), error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for scale in (float(value) for value in args.logit_scales.split(",")):
         segmenter.update_config(logit_scale=scale)
         worst_agreement, worst_error = 1.0, 0.0
+        differing_total = pixels_total = 0
         for photo in photos:
             bgr = cv2.imread(str(photo), cv2.IMREAD_COLOR)
             if bgr is None:
@@ -77,16 +78,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             for height, width in parse_frame_sizes(args.sizes):
                 image = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-                agreement, error = compare(segmenter, image[:, :, ::-1].copy())
+                differing, error = compare(segmenter, image[:, :, ::-1].copy())
+                agreement = 1.0 - differing / (width * height)
                 worst_agreement, worst_error = min(worst_agreement, agreement), max(worst_error, error)
+                differing_total, pixels_total = differing_total + differing, pixels_total + width * height
+                name = f"{photo.parent.name}/{photo.name}"
                 print(
-                    f"logit_scale {scale:g}  {photo.name:<18} {width}x{height}: same label on "
-                    f"{100 * agreement:.4f} % of pixels, confidence within {error:.1e} there",
+                    f"logit_scale {scale:g}  {name:<28} {width}x{height}: {differing} pixels labelled differently "
+                    f"({100 * agreement:.4f} % alike), confidence within {error:.1e} on the others",
                     flush=True,
                 )
         print(
-            f"logit_scale {scale:g}, worst: same label on {100 * worst_agreement:.4f} % of pixels, confidence "
-            f"within {worst_error:.1e}",
+            f"logit_scale {scale:g}, all: {differing_total} of {pixels_total} pixels labelled differently; worst "
+            f"frame {100 * worst_agreement:.4f} % alike; confidence within {worst_error:.1e}",
             flush=True,
         )
     return 0
