@@ -104,13 +104,22 @@ def _rest_curvature(
 ) -> torch.Tensor:
     """Per cell and corner pair (i, j), ``(E_j[x_j - x_i] + E_i[x_i - x_j]) / 2``: the curvature of the rest's
     log-sum-exp along the pair, ``E_j`` the mean under the rest's softmax at corner j; ``(6, h, w)``."""
-    probability = _cell_corners(_exp_(scaled - node_lse))  # (S, 4, h, w)
-    logits = _cell_corners(scaled)
-    # mean[j][i] = E_j[x_i]: over all phrases, less the candidates, over the rest's share.
+    h, w = scaled.shape[1:]
+    probability = _exp_(scaled - node_lse)
+    # Corner j of every cell as a view of the grid padded by its last row and column (the clamp at the border).
+    padded_probability = F.pad(probability[None], (0, 1, 0, 1), mode="replicate")[0]
+    padded_logits = F.pad(scaled[None], (0, 1, 0, 1), mode="replicate")[0]
+    offsets = ((0, 0), (0, 1), (1, 0), (1, 1))
+
+    def corner(grid: torch.Tensor, j: int) -> torch.Tensor:
+        return grid[:, offsets[j][0] : offsets[j][0] + h, offsets[j][1] : offsets[j][1] + w]
+
+    own = _cell_corners((probability * scaled).sum(dim=0))  # E_j[x_j] over all phrases: (4, h, w)
+    # mean[j][i] = E_j[x_i] for the rest: over all phrases, less the candidates, over the rest's share.
     mean = [
         [
             (
-                (probability[:, j] * logits[:, i]).sum(dim=0)
+                (own[j] if i == j else (corner(padded_probability, j) * corner(padded_logits, i)).sum(dim=0))
                 - (candidate_share[:, j] * candidate_values[:, i]).sum(dim=0)
             )
             / rest_share[j].clamp(min=_MIN_REST_SHARE)
