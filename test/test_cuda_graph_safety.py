@@ -60,18 +60,23 @@ def segmenter() -> Segmenter:
         return Segmenter(model, SegmenterConfig(templates="none"), onednn=False)
 
 
-def traced_frame(segmenter: Segmenter, **config: object) -> list[str]:
+# Synonyms: the best-phrase-per-class path too. Few phrases take the exact labelling, more the candidates'.
+FEW_PHRASES = "person|pedestrian, car, tree"
+MANY_PHRASES = "person|pedestrian, car, tree, road, sky, wall, floor, door, window, grass"
+
+
+def traced_frame(segmenter: Segmenter, queries: str = FEW_PHRASES, **config: object) -> list[str]:
     """The ops of the part a graph records (``Segmenter._infer``: uploaded frame to packed results), for a frame
     after a first one, which fills the per-size caches as the graph's warm-up does."""
     segmenter.update_config(short_side=64, **config)
-    segmenter.set_queries("person|pedestrian, car, tree")  # synonyms: the best-phrase-per-class path too
+    segmenter.set_queries(queries)
     image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
     segmenter.segment(image, "bgr", overlay_alpha=0.5)
     frame, bgr = torch.from_numpy(image), channel_index(True, segmenter.device)
     untimed = _StageTimer(segmenter.device, False)
     # In inference mode, as Segmenter.segment runs it (the moving average's buffers are inference tensors).
     with torch.inference_mode(), OpTrace() as trace:
-        segmenter._infer(frame, bgr, segmenter._state, untimed, 0.5)
+        segmenter._infer(frame, bgr, segmenter._state, untimed, torch.full((), 0.5))
     return trace.ops
 
 
@@ -80,6 +85,13 @@ def test_each_method_records_without_host_synchronisation(segmenter: Segmenter, 
     ops = traced_frame(segmenter, method=method, background_words=("sky",))
     assert "aten::scatter_reduce" in {op.removesuffix("_") for op in ops}  # the trace did see the whole frame
     assert not NOT_RECORDABLE & set(ops)
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_labelling_many_phrases_records_without_host_synchronisation(segmenter: Segmenter, exact: bool) -> None:
+    ops = {op.removesuffix("_") for op in traced_frame(segmenter, MANY_PHRASES, exact_labels=exact)}
+    assert ("aten::scatter_reduce" if exact else "aten::topk") in ops  # the labelling path asked for ran
+    assert not NOT_RECORDABLE & ops
 
 
 @pytest.mark.parametrize("options", [{"pamr": True}, {"slide_crop": 32, "slide_stride": 16}])

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from zeroseg_ros.ros.demo_camera import DEMO_QUERIES, demo_frame
+from zeroseg_ros.tools.run_demo import PendingMasks, labels_file_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,14 +45,29 @@ def run_main_job(tmp_path: Path, *arguments: str, timeout: float) -> subprocess.
     params_file = tmp_path / "zeroseg.yaml"
     params_file.write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "zeroseg_ros.tools.cli", "run", "--params-file", str(params_file), *arguments]
+    (tmp_path / "tmp").mkdir()  # the job's temporary folder goes here, so that a test sees it removed
     return subprocess.run(
         command,
         capture_output=True,
         text=True,
         timeout=timeout,
         start_new_session=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "TMPDIR": str(tmp_path / "tmp")},
     )
+
+
+def test_pending_masks_keep_only_the_newest() -> None:
+    masks = PendingMasks(kept=3)
+    for stamp in range(10):  # no overlay ever comes to take them
+        masks.put(stamp, np.full((2, 2), stamp, dtype=np.uint8))
+    assert len(masks) == 3
+    assert masks.pop(6) is None
+    popped = masks.pop(9)
+    assert popped is not None and popped[0, 0] == 9
+
+
+def test_labels_file_lists_each_mask_value_with_its_label() -> None:
+    assert labels_file_text(["sky", "red ball"]) == "0 background\n1 sky\n2 red ball\n"
 
 
 @pytest.mark.ros
@@ -72,6 +88,8 @@ def test_main_job_with_random_weights_writes_overlays_and_masks(tmp_path: Path) 
         "3",
         "--rate",
         "10",
+        "--queries",
+        "sky|heaven, grass, red ball",
         "--out",
         str(out),
         "--timeout",
@@ -96,8 +114,10 @@ def test_main_job_with_random_weights_writes_overlays_and_masks(tmp_path: Path) 
         mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
         assert overlay.shape == (120, 160, 3)
         assert mask.shape == (120, 160) and mask.dtype == np.uint8
-        assert mask.max() <= len(DEMO_QUERIES.split(","))
-    assert DEMO_QUERIES in (out / "labels.txt").read_text()
+        assert mask.max() <= 3
+    # The labels as the node published them: synonyms folded into their label.
+    assert (out / "labels.txt").read_text() == "0 background\n1 sky\n2 grass\n3 red ball\n"
+    assert not list((tmp_path / "tmp").iterdir())  # the job's temporary folder is gone
 
 
 @pytest.mark.ros

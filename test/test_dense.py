@@ -11,8 +11,14 @@ import torch
 import torch.nn.functional as F
 from open_clip.model import resize_pos_embed
 
-from zeroseg_ros.core.dense import DenseCLIPEncoder, interpolate_positional_embedding, neighbourhood_bias
-from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.dense import (
+    GRIDS_KEPT,
+    MAX_PATCH_TOKENS,
+    DenseCLIPEncoder,
+    interpolate_positional_embedding,
+    neighbourhood_bias,
+)
+from zeroseg_ros.core.errors import ConfigError, InvalidImageError
 
 
 def _pixels(height: int, width: int, seed: int = 0) -> torch.Tensor:
@@ -59,6 +65,25 @@ def test_any_input_size_gives_the_floor_patch_grid(vit_b16, height, width):
 def test_input_smaller_than_a_patch_is_rejected(vit_b16):
     with pytest.raises(ValueError, match="smaller than one patch"):
         DenseCLIPEncoder(vit_b16.visual).tokens(_pixels(8, 300))
+
+
+def test_inputs_past_the_token_limit_are_refused_saying_what_to_set(vit_b16):
+    assert 65 * 64 > MAX_PATCH_TOKENS >= 64 * 64
+    encoder = DenseCLIPEncoder(vit_b16.visual)
+    with pytest.raises(InvalidImageError, match="lower short_side"):
+        encoder.tokens(_pixels(16 * 65, 16 * 64))
+    assert not encoder._bias and not encoder._positional  # refused before any per-grid work
+
+
+def test_per_grid_caches_keep_the_most_recently_used_grids(vit_b16):
+    encoder = DenseCLIPEncoder(vit_b16.visual, "naclip")
+    with torch.inference_mode():
+        first = encoder(_pixels(32, 32))
+        for columns in range(3, GRIDS_KEPT + 4):  # more new grids than are kept
+            encoder(_pixels(32, 16 * columns))
+            assert len(encoder._bias) <= GRIDS_KEPT and len(encoder._positional) <= GRIDS_KEPT
+        assert (2, 2) not in encoder._bias  # the least recently used went first
+        torch.testing.assert_close(encoder(_pixels(32, 32)), first)  # and is made again the same
 
 
 # ------------------------------------------------------------------------------ reference formulas

@@ -209,3 +209,8 @@ def test_cli_keeps_fp32_on_cpu_for_an_fp16_preset() -> None:
     assert config.precision == "fp32"
     assert config.random_init
     assert config.device == "cpu"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_labels_on_the_exact_full_resolution_path(preset: str) -> None:
+    assert resolve_protocol(preset, "voc21").segmenter.exact_labels

@@ -71,16 +71,44 @@ def test_one_recorded_graph_serves_rgb_and_bgr_frames_with_the_overlay(frame: np
     np.testing.assert_array_equal(graphed.segment(bgr, "bgr", 0.5).overlay[:, :, ::-1], result.overlay)
 
 
+def test_a_new_overlay_opacity_replays_the_same_graph(frame: np.ndarray) -> None:
+    graphed, eager = segmenter(), segmenter(cuda_graphs=False)
+    graphed.warmup([frame.shape[:2]], overlay_alpha=0.5)
+    for alpha in (0.2, 0.9):
+        result = graphed.segment(frame, overlay_alpha=alpha)
+        np.testing.assert_array_equal(result.overlay, eager.segment(frame, overlay_alpha=alpha).overlay)
+    assert len(graphed._graphs) == 1
+
+
+def test_171_queries_on_a_full_hd_frame_replay_the_candidate_labels_within_memory() -> None:
+    graphed, eager = segmenter(), segmenter(cuda_graphs=False)
+    for seg in (graphed, eager):
+        seg.set_queries("@coco-stuff")
+    eager.update_config(exact_labels=True)
+    image = synthetic_frame(1080, 1920)
+    device = graphed.device
+    torch.cuda.synchronize(device)
+    loaded = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    result = graphed.segment(image)  # records, then replays
+    assert torch.cuda.max_memory_allocated(device) - loaded <= 1.5 * 2**30
+    result = graphed.segment(image)
+    expected = eager.segment(image)
+    same = result.label_map == expected.label_map
+    assert same.mean() >= 0.999
+    assert np.abs(result.confidence - expected.confidence)[same].max() <= 1e-3
+
+
 def test_recorded_graphs_are_bounded_least_recently_used_first(frame: np.ndarray) -> None:
     graphed, eager = segmenter(), segmenter(cuda_graphs=False)
     for index in range(GRAPHS_KEPT + 2):  # one more size than kept, then the first size again
         graphed.segment(synthetic_frame(64 + 16 * index, 96))
         assert len(graphed._graphs) == min(index + 1, GRAPHS_KEPT)
-    assert (64, 96, None) not in graphed._graphs
+    assert (64, 96, False) not in graphed._graphs
     small = synthetic_frame(64, 96)
     np.testing.assert_array_equal(graphed.segment(small).label_map, eager.segment(small).label_map)
-    assert (64, 96, None) in graphed._graphs and len(graphed._graphs) == GRAPHS_KEPT
-    assert (64 + 2 * 16, 96, None) not in graphed._graphs  # the least recently used one made room
+    assert (64, 96, False) in graphed._graphs and len(graphed._graphs) == GRAPHS_KEPT
+    assert (64 + 2 * 16, 96, False) not in graphed._graphs  # the least recently used one made room
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -102,12 +130,12 @@ def test_cpu_and_cuda_agree(frame: np.ndarray, eager_fp32) -> None:
 @pytest.mark.parametrize("cuda_graphs", [False, True])
 def test_out_of_memory_is_an_inference_resource_error(cuda_graphs: bool) -> None:
     seg = segmenter(cuda_graphs=cuda_graphs)
-    seg.update_config(short_side=1024)
+    seg.update_config(short_side=768)  # 48 x 85 patches at 1080p: within MAX_PATCH_TOKENS
     device = seg.device
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(device).total_memory
-    # Allow 8 MiB above what is allocated now: far less than a 1024-short-side frame needs.
+    # Allow 8 MiB above what is allocated now: far less than a 768-short-side frame needs.
     torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated(device) + 2**23) / total, device)
     try:
         with pytest.raises(InferenceResourceError, match="out of memory"):

@@ -11,6 +11,7 @@ from zeroseg_ros.ros import image_codec
 from zeroseg_ros.ros.image_codec import (
     ENCODINGS,
     array_to_image,
+    compressed_size,
     compressed_to_segmenter_input,
     image_to_array,
     image_to_segmenter_input,
@@ -211,10 +212,46 @@ def test_jpeg_compressed_image_decodes_close_to_the_original() -> None:
     assert np.abs(pixels.astype(int) - bgr.astype(int)).max() <= 3
 
 
+@pytest.mark.parametrize("extension", [".png", ".jpg"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_compressed_size_is_read_from_the_header(extension: str, progressive: bool) -> None:
+    options = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1] if progressive and extension == ".jpg" else []
+    ok, encoded = cv2.imencode(extension, np.zeros((23, 37, 3), dtype=np.uint8), options)
+    assert ok
+    assert compressed_size(encoded.tobytes()) == (37, 23)
+
+
+def _with_header_size(extension: str, width: int, height: int) -> bytes:
+    """A small real image whose header claims another size (the pixel data stays that of 8 x 8)."""
+    ok, encoded = cv2.imencode(extension, np.zeros((8, 8, 3), dtype=np.uint8))
+    assert ok
+    data = bytearray(encoded.tobytes())
+    if extension == ".png":
+        data[16:24] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+    else:
+        frame = data.index(b"\xff\xc0")  # OpenCV writes baseline JPEG
+        data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("image_format, extension", [("png", ".png"), ("jpeg", ".jpg")])
+def test_oversized_compressed_images_are_refused_from_the_header_before_decoding(
+    image_format: str, extension: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    msg = CompressedImage(format=image_format)
+    msg.data = _with_header_size(extension, 60000, 50000)
+    monkeypatch.setattr(image_codec.cv2, "imdecode", lambda *args: pytest.fail("decoded before the size check"))
+    with pytest.raises(InvalidImageError, match="60000x50000 has 3000000000 pixels, over the limit"):
+        compressed_to_segmenter_input(msg, max_pixels=4096 * 4096)
+
+
 @pytest.mark.parametrize(
     ("image_format", "data", "message"),
     [
         ("bmp", b"BM....", "unsupported compressed format 'bmp'"),
+        ("png", b"\x89PNG\r\n\x1a\n\x00\x00", "could not be decoded: PNG without an IHDR chunk"),
+        ("jpeg", b"\xff\xd8\xff\xda\x00\x02", "could not be decoded: JPEG without a frame header"),
+        ("jpeg", b"GIF89a", "could not be decoded: neither a PNG nor a JPEG signature"),
         ("jpeg", b"", "has no data"),
         ("jpeg", b"\xff\xd8 not really a jpeg", "could not be decoded"),
     ],

@@ -25,8 +25,8 @@ def shared_segmenter():
 
 @pytest.fixture
 def segmenter(shared_segmenter):
+    shared_segmenter.set_queries("cat, dog, car")  # first: a test may have left more labels than BASE allows
     shared_segmenter.update_config(**dataclasses.asdict(BASE))
-    shared_segmenter.set_queries("cat, dog, car")
     return shared_segmenter
 
 
@@ -99,6 +99,7 @@ def test_a_query_wins_over_a_background_word_of_the_same_name(segmenter):
 
 
 def test_more_than_255_queries_give_uint16_labels(segmenter):
+    segmenter.update_config(max_queries=300)
     segmenter.set_queries([f"thing {i}" for i in range(300)])
     result = segmenter.segment(_image(64, 64))
     assert result.label_map.dtype == np.uint16
@@ -150,6 +151,14 @@ def test_huge_images_are_refused_before_any_work(segmenter):
         segmenter.segment(np.zeros((101, 100, 3), dtype=np.uint8))
 
 
+def test_a_frame_too_large_for_attention_is_refused_saying_what_to_set(segmenter):
+    segmenter.update_config(short_side=0)  # 1080p at its own size: 8040 patches
+    with pytest.raises(InvalidImageError, match="lower short_side"):
+        segmenter.segment(np.zeros((1080, 1920, 3), dtype=np.uint8))
+    segmenter.update_config(short_side=96)
+    assert segmenter.segment(np.zeros((1080, 1920, 3), dtype=np.uint8)).label_map.shape == (1080, 1920)
+
+
 def test_bad_channel_order_and_missing_queries(segmenter):
     with pytest.raises(InvalidImageError, match="channel_order"):
         segmenter.segment(_image(), channel_order="yuv")
@@ -158,10 +167,23 @@ def test_bad_channel_order_and_missing_queries(segmenter):
     assert segmenter.labels == ("cat", "dog", "car")  # a rejected query list leaves the previous one in force
 
 
-def test_too_many_phrases_are_refused(segmenter):
-    segmenter.update_config(max_queries=3)
-    with pytest.raises(InvalidQueryError, match="exceed max_queries"):
+def test_max_queries_counts_labels_not_phrases(segmenter):
+    segmenter.update_config(max_queries=3, background_words=("sky", "wall"))
+    segmenter.set_queries("a1|a2|a3, b1|b2, c1")  # 3 labels, 8 phrases with the background words
+    with pytest.raises(InvalidQueryError, match="4 queries exceed max_queries"):
         segmenter.set_queries("a1, b1, c1, d1")
+
+
+def test_exact_labels_setting_agrees_with_the_candidate_labels(segmenter):
+    segmenter.set_queries("cat, dog|puppy, car, tree, road, sky, wall, person, bicycle, grass")  # more than 8
+    image = _image(seed=3)
+    fast = segmenter.segment(image)
+    segmenter.update_config(exact_labels=True)
+    exact = segmenter.segment(image)
+    assert (fast.label_map == exact.label_map).mean() >= 0.999
+    same = fast.label_map == exact.label_map
+    assert np.abs(fast.confidence - exact.confidence)[same].max() <= 1e-3
+    np.testing.assert_array_equal(exact.areas, np.bincount(exact.label_map.ravel(), minlength=11)[1:])
 
 
 def test_no_queries_yet_is_a_clear_error():

@@ -68,7 +68,10 @@ class SegmenterConfig:
     slide_crop, slide_stride: sliding-window inference when ``slide_crop`` > 0, else one forward pass.
     pamr: pixel-adaptive mask refinement of the logits (10 steps, dilations 8 and 16).
     neighbourhood_std: standard deviation, in patches, of NACLIP's Gaussian attention bias.
-    max_queries: the most queries (synonyms and background words included) one frame may carry.
+    exact_labels: upsample every phrase's logits to the whole frame (cost and memory grow with phrases x
+        pixels) instead of only each pixel's few candidates (``labels.candidate_labels``: the same labels on
+        real photos, confidence within about 1e-4); the evaluation uses the exact path.
+    max_queries: the most labels (queries) one frame may carry; the node's ``max_queries`` parameter sets it.
     max_pixels: the largest image accepted, in pixels (width x height).
     temporal_smoothing: in [0, 1), the weight of the past in an exponential moving average of the class
         probabilities at patch resolution over consecutive frames of one size and one query set (0: off).
@@ -85,7 +88,8 @@ class SegmenterConfig:
     slide_stride: int = 112
     pamr: bool = False
     neighbourhood_std: float = 5.0
-    max_queries: int = 1024
+    exact_labels: bool = False
+    max_queries: int = 256
     max_pixels: int = 8192 * 8192
     temporal_smoothing: float = 0.0
     heatmap_query: str = ""

@@ -18,6 +18,8 @@ to any patch grid so that non-square and larger inputs keep their aspect ratio.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -26,8 +28,13 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from torch import nn
 
 from zeroseg_ros.core.config import METHODS
-from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.errors import ConfigError, InvalidImageError
 from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block, split_heads
+
+# Attention over N tokens holds N x N weights per head: 4096 patches (a 1024 x 1024 input at patch 16) already
+# take 0.8 GB in fp32 for ViT-B's 12 heads; 8040 (1080p at its own size) would take 3 GB. More are refused.
+MAX_PATCH_TOKENS = 4096
+GRIDS_KEPT = 8  # per-grid positional embeddings and NACLIP biases kept; the least recently used go first
 
 
 def interpolate_positional_embedding(
@@ -91,9 +98,10 @@ class DenseCLIPEncoder(nn.Module):
         self.neighbourhood_std = neighbourhood_std
         self.patch_size: tuple[int, int] = tuple(visual.conv1.kernel_size)  # type: ignore[assignment]
         self.source_grid: tuple[int, int] = tuple(visual.grid_size)  # type: ignore[assignment]
-        # Per-grid caches: a camera stream has one input size, so these are computed once.
-        self._positional: dict[tuple[int, int], torch.Tensor] = {}
-        self._bias: dict[tuple[int, int], torch.Tensor] = {}
+        # Per-grid caches: a camera stream has one input size, so these are computed once; bounded, as a folder of
+        # images of mixed sizes brings a new grid with each.
+        self._positional: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        self._bias: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._onednn = OneDNNLinear() if onednn else None
 
     def grid_for(self, height: int, width: int) -> tuple[int, int]:
@@ -106,6 +114,12 @@ class DenseCLIPEncoder(nn.Module):
         grid = self.grid_for(pixels.shape[-2], pixels.shape[-1])
         if grid[0] == 0 or grid[1] == 0:
             raise ValueError(f"input {tuple(pixels.shape[-2:])} is smaller than one patch {self.patch_size}")
+        if grid[0] * grid[1] > MAX_PATCH_TOKENS:
+            raise InvalidImageError(
+                f"a {pixels.shape[-1]} x {pixels.shape[-2]} model input makes {grid[0] * grid[1]} patches, more than "
+                f"the {MAX_PATCH_TOKENS} one attention may take; lower short_side (0 keeps the frame's own size) or "
+                "use sliding windows (slide_crop)"
+            )
         x = visual.conv1(pixels.to(visual.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)
         class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -133,16 +147,16 @@ class DenseCLIPEncoder(nn.Module):
         return patches.transpose(1, 2).reshape(pixels.shape[0], -1, grid[0], grid[1])
 
     def _positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
-        if grid not in self._positional:
-            self._positional[grid] = interpolate_positional_embedding(
-                self.visual.positional_embedding, self.source_grid, grid
-            )
-        return self._positional[grid]
+        return _cached(
+            self._positional,
+            grid,
+            lambda: interpolate_positional_embedding(self.visual.positional_embedding, self.source_grid, grid),
+        )
 
     def _neighbourhood_bias(self, grid: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        if grid not in self._bias:
-            self._bias[grid] = neighbourhood_bias(grid, self.neighbourhood_std).to(like.device, like.dtype)
-        return self._bias[grid]
+        return _cached(
+            self._bias, grid, lambda: neighbourhood_bias(grid, self.neighbourhood_std).to(like.device, like.dtype)
+        )
 
     def _last_block(self, block: ResidualAttentionBlock, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """The last transformer block, as the method replaces it; x is ``(B, N, C)``."""
@@ -164,3 +178,16 @@ class DenseCLIPEncoder(nn.Module):
             x = x + block.ls_1(out)
             return x + block.ls_2(block.mlp(block.ln_2(x)))
         return out
+
+
+def _cached(
+    cache: OrderedDict[tuple[int, int], torch.Tensor], grid: tuple[int, int], make: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    """``cache[grid]``, made when missing; at most ``GRIDS_KEPT`` entries, the least recently used dropped."""
+    if grid in cache:
+        cache.move_to_end(grid)
+        return cache[grid]
+    while len(cache) >= GRIDS_KEPT:
+        cache.popitem(last=False)
+    cache[grid] = make()
+    return cache[grid]

@@ -5,10 +5,10 @@ Stages, each in one place:
   2. resize and normalise on the device              ``preprocess.Normaliser``
   3. dense patch embeddings (training-free last block)  ``dense.DenseCLIPEncoder``
   4. cosine similarity to the cached text embeddings, in one pass or sliding windows
-  5. optional temporal smoothing at patch resolution (``temporal.ProbabilityEMA``), optional PAMR, upsampling
-     to the input size, softmax, best synonym per query, threshold, argmax
-  6. per-query areas and mean scores (and one query's probability map, the heat map, when asked for), all
-     results packed into one buffer: one copy to the host
+  5. optional temporal smoothing at patch resolution (``temporal.ProbabilityEMA``), optional PAMR, then labels
+     and confidence at the frame's size (``labels.pixel_labels``), threshold
+  6. per-query areas and mean scores (``labels.label_statistics``; and one query's probability map, the heat
+     map, when asked for: ``labels.query_probability``), all results packed into one buffer: one copy to the host
 
 On CUDA, stages 2-6 for a given frame size are recorded once as a CUDA graph and replayed, which removes the
 per-kernel launch cost that dominates a batch-1 ViT.
@@ -32,6 +32,7 @@ from open_clip.transformer import VisionTransformer
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.dense import DenseCLIPEncoder
 from zeroseg_ros.core.errors import ConfigError, InferenceResourceError, InvalidImageError, InvalidQueryError
+from zeroseg_ros.core.labels import label_statistics, pixel_labels, query_probability
 from zeroseg_ros.core.model import LoadedCLIP, load_clip
 from zeroseg_ros.core.onednn import measure_linear, onednn_available
 from zeroseg_ros.core.overlay import palette
@@ -126,8 +127,9 @@ def unpack_outputs(host: torch.Tensor, fields: Sequence[_Field]) -> list[np.ndar
 
 @dataclass
 class _Graph:
-    frame: torch.Tensor  # static inputs: each frame and its channel order are copied in before replay
+    frame: torch.Tensor  # static inputs: each frame, its channel order and the overlay's opacity are copied in
     channels: torch.Tensor
+    alpha: torch.Tensor | None
     packed: torch.Tensor  # static output: every result, packed
     fields: tuple[_Field, ...]
     graph: torch.cuda.CUDAGraph
@@ -171,7 +173,7 @@ class Segmenter:
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
-        self._graphs: OrderedDict[tuple[int, int, float | None], _Graph] = OrderedDict()
+        self._graphs: OrderedDict[tuple[int, int, bool], _Graph] = OrderedDict()
         self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
         self._lock = threading.RLock()
 
@@ -273,10 +275,9 @@ class Segmenter:
         for index, query in enumerate(queries):
             rows.extend(query.synonyms)
             columns.extend([index + offset] * len(query.synonyms))
-        if len(rows) > config.max_queries:
+        if len(queries) > config.max_queries:
             raise InvalidQueryError(
-                f"{len(rows)} phrases (queries, synonyms and background words) exceed max_queries "
-                f"({config.max_queries}); segment fewer labels at a time"
+                f"{len(queries)} queries exceed max_queries ({config.max_queries}); segment fewer labels at a time"
             )
         embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
         return _TextState(
@@ -367,25 +368,29 @@ class Segmenter:
     ) -> SegmentationResult:
         timer = _StageTimer(self.device, self.profile)
         channels = self._channels[bgr]
-        key = (image.shape[0], image.shape[1], overlay_alpha)
+        # The opacity is graph data, like the channel order: a new value needs no new graph.
+        alpha = None if overlay_alpha is None else torch.full((), overlay_alpha, device=self.device)
+        key = (image.shape[0], image.shape[1], alpha is not None)
         self._temporal.begin(key[:2])
         if self._use_graphs and key not in self._graphs:
             while len(self._graphs) >= GRAPHS_KEPT:
                 self._graphs.popitem(last=False)
-            self._graphs[key] = self._record(image, channels, state, overlay_alpha)
+            self._graphs[key] = self._record(image, channels, state, alpha)
         if self._use_graphs:
             self._graphs.move_to_end(key)
             recorded = self._graphs[key]
             self._upload(image, out=recorded.frame)
             recorded.channels.copy_(channels)
+            if recorded.alpha is not None and alpha is not None:
+                recorded.alpha.copy_(alpha)
             recorded.graph.replay()
             packed, fields = recorded.packed, recorded.fields
         else:
-            packed, fields = self._infer(self._upload(image), channels, state, timer, overlay_alpha)
+            packed, fields = self._infer(self._upload(image), channels, state, timer, alpha)
         label_map_np, confidence_np, areas_np, sums_np, *extras = unpack_outputs(self._to_host(packed), fields)
         overlay = extras.pop(0) if overlay_alpha is not None else None
         timer.lap("postprocess")
-        areas_np = areas_np[1:].astype(np.int64)
+        areas_np = areas_np[1:]
         scores = np.divide(sums_np[1:], np.maximum(areas_np, 1)).astype(np.float32)
         dtype = np.uint8 if len(state.queries) <= 255 else np.uint16
         return SegmentationResult(
@@ -400,24 +405,25 @@ class Segmenter:
         )
 
     def _record(
-        self, image: np.ndarray, channels: torch.Tensor, state: _TextState, overlay_alpha: float | None
+        self, image: np.ndarray, channels: torch.Tensor, state: _TextState, alpha: torch.Tensor | None
     ) -> _Graph:
         """Record the device part of the pipeline for this frame size as a CUDA graph."""
         frame = self._upload(image).clone()
         channels = channels.clone()
+        alpha = None if alpha is None else alpha.clone()
         untimed = _StageTimer(self.device, False)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
             for _ in range(2):
-                self._infer(frame, channels, state, untimed, overlay_alpha)
+                self._infer(frame, channels, state, untimed, alpha)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (a ROS callback, say) must not invalidate this capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            packed, fields = self._infer(frame, channels, state, untimed, overlay_alpha)
+            packed, fields = self._infer(frame, channels, state, untimed, alpha)
         LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
-        return _Graph(frame=frame, channels=channels, packed=packed, fields=fields, graph=graph)
+        return _Graph(frame=frame, channels=channels, alpha=alpha, packed=packed, fields=fields, graph=graph)
 
     def _to_host(self, packed: torch.Tensor) -> torch.Tensor:
         """The packed results in host memory, in one copy: into a fresh pinned block on CUDA (torch caches them,
@@ -435,10 +441,11 @@ class Segmenter:
         channels: torch.Tensor,
         state: _TextState,
         timer: _StageTimer,
-        overlay_alpha: float | None,
+        alpha: torch.Tensor | None,
     ) -> tuple[torch.Tensor, tuple[_Field, ...]]:
         """The device part, which a CUDA graph records: ``H x W x 3`` uint8 frame to the packed label map,
-        confidence, per-label areas and score sums, and the overlay when ``overlay_alpha`` is given."""
+        confidence, per-label areas and score sums, and the overlay when ``alpha`` (its opacity, a 0-d tensor on
+        the device) is given."""
         config = self._config
         height, width = frame.shape[:2]
         size = self.model_input_size(height, width)
@@ -456,27 +463,23 @@ class Segmenter:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if config.pamr:
             logits = pamr(pixels, logits, PAMR_ITERATIONS, PAMR_DILATIONS)
-        logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        probabilities = torch.softmax(logits[0].float() * config.logit_scale, dim=0)
-        if probabilities.shape[0] != state.num_columns:  # synonyms or background words: best phrase per class
-            index = state.class_of_row.view(-1, 1, 1).expand_as(probabilities)
-            probabilities = probabilities.new_zeros((state.num_columns, height, width)).scatter_reduce_(
-                0, index, probabilities, "amax"
-            )
+        confidence, column = pixel_labels(
+            logits[0], (height, width), config.logit_scale, state.class_of_row, state.num_columns, config.exact_labels
+        )
         timer.lap("similarity")
 
-        confidence, column = probabilities.max(dim=0)
         label_map = (column + state.label_offset).masked_fill_(confidence < config.probability_threshold, 0)
         label_map = label_map.to(torch.uint8 if len(state.queries) <= 255 else torch.int32)
-        flat = label_map.flatten().long()
-        bins = len(state.queries) + 1
-        areas = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, torch.ones_like(confidence).flatten())
-        score_sums = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, confidence.flatten())
-        heatmap = tuple(probabilities[c] for c in _heatmap_columns(state, config.heatmap_query))
-        if overlay_alpha is None:
+        areas, score_sums = label_statistics(label_map, confidence, len(state.queries) + 1)
+        heatmap = tuple(
+            query_probability(logits[0], (height, width), config.logit_scale, rows)
+            for rows in _heatmap_rows(state, config.heatmap_query)
+        )
+        if alpha is None:
             return pack_outputs((label_map, confidence, areas, score_sums, *heatmap))
         colours = state.colours.index_select(1, channels)  # the palette in the frame's channel order
-        painted = frame.float() * (1.0 - overlay_alpha) + colours[flat].view(height, width, 3) * overlay_alpha
+        flat = label_map.flatten().long()
+        painted = frame.float() * (1.0 - alpha) + colours[flat].view(height, width, 3) * alpha
         overlay = torch.where((label_map > 0).unsqueeze(-1), painted.round(), frame.float()).to(torch.uint8)
         timer.lap("overlay")
         return pack_outputs((label_map, confidence, areas, score_sums, overlay, *heatmap))
@@ -508,12 +511,15 @@ class Segmenter:
         return total / count
 
 
-def _heatmap_columns(state: _TextState, name: str) -> tuple[int, ...]:
-    """The probability column of the query named ``name`` (case-insensitive), or none."""
+def _heatmap_rows(state: _TextState, name: str) -> tuple[slice, ...]:
+    """The phrase rows (its synonyms) of the query named ``name`` (case-insensitive), or none. Rows are the
+    background words first, then each query's synonyms in order (``Segmenter._text_state``)."""
     wanted = name.strip().lower()
-    for index, query in enumerate(state.queries):
+    start = state.class_of_row.shape[0] - sum(len(query.synonyms) for query in state.queries)
+    for query in state.queries:
         if wanted and query.name.lower() == wanted:
-            return (index + 1 - state.label_offset,)
+            return (slice(start, start + len(query.synonyms)),)
+        start += len(query.synonyms)
     return ()
 
 

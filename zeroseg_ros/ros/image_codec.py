@@ -181,18 +181,63 @@ def compressed_to_segmenter_input(msg: CompressedImageLike, max_pixels: int = 81
     image_format = str(msg.format).lower()
     if not any(name in image_format for name in COMPRESSED_FORMATS):
         raise InvalidImageError(f"unsupported compressed format {msg.format!r}; supported: jpeg, png")
-    buffer = np.frombuffer(msg.data, dtype=np.uint8)
-    if buffer.size == 0:
+    data = bytes(msg.data)
+    if not data:
         raise InvalidImageError("compressed image has no data")
-    decoded = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-    if decoded is None:
-        raise InvalidImageError(f"compressed image ({msg.format!r}, {buffer.size} bytes) could not be decoded")
-    height, width = decoded.shape[:2]
+    undecodable = f"compressed image ({msg.format!r}, {len(data)} bytes) could not be decoded"
+    try:  # the size from the header, so that an oversized frame is refused before it is decoded
+        width, height = compressed_size(data)
+    except ValueError as error:
+        raise InvalidImageError(f"{undecodable}: {error}") from error
     if height * width > max_pixels:
         raise InvalidImageError(
             f"image {width}x{height} has {width * height} pixels, over the limit of {max_pixels} (max_pixels)"
         )
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise InvalidImageError(undecodable)
     return decoded, "bgr"
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless...): 0xC0-0xCF but DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE_MARKERS = frozenset({0x01, *range(0xD0, 0xD8)})  # TEM, RST0-7: no length field
+
+
+def compressed_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` of a PNG (its IHDR chunk) or JPEG (its start-of-frame segment), read from the header
+    without decoding; ``ValueError`` saying why when the header does not give it."""
+    if data.startswith(_PNG_SIGNATURE):
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise ValueError("PNG without an IHDR chunk")
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not data.startswith(b"\xff\xd8"):
+        raise ValueError("neither a PNG nor a JPEG signature")
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            raise ValueError(f"JPEG marker expected at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header came first
+            break
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in _JPEG_FRAME_MARKERS:
+            if length < 7 or position + 9 > len(data):
+                raise ValueError("JPEG frame header cut short")
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            if height == 0 or width == 0:
+                raise ValueError(f"JPEG frame header gives a {width}x{height} size")
+            return width, height
+        position += 2 + length
+    raise ValueError("JPEG without a frame header")
 
 
 def array_to_image(pixels: np.ndarray, encoding: str, msg_type: type, header: Any = None) -> Any:

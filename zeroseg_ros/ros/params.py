@@ -64,7 +64,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "max_queries",
-        256,
+        _SEGMENTER.max_queries,
         "Most labels one query string may hold (past 255 the mask is mono16). More are refused.",
         runtime=True,
         minimum=1,
@@ -175,6 +175,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         maximum=0.99,
     ),
     ParamSpec(
+        "exact_labels",
+        _SEGMENTER.exact_labels,
+        "Score every label at every pixel (cost grows with labels x pixels) instead of each pixel's few "
+        "candidates (the same labels on real photos, confidence within about 1e-3; docs/benchmarks.md).",
+        runtime=True,
+    ),
+    ParamSpec(
         "max_pixels",
         4096 * 4096,
         "Largest input image accepted, in pixels (width x height); larger frames are refused.",
@@ -277,6 +284,8 @@ SEGMENTER_FIELDS = (
     "slide_crop",
     "slide_stride",
     "pamr",
+    "exact_labels",
+    "max_queries",
     "max_pixels",
     "temporal_smoothing",
     "heatmap_query",

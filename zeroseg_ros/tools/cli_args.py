@@ -59,6 +59,12 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slide-crop", type=int, default=None, help="sliding-window crop (0: one pass)")
     group.add_argument("--slide-stride", type=int, default=None, help="sliding-window stride")
     group.add_argument("--pamr", action=argparse.BooleanOptionalAction, default=None, help="PAMR refinement")
+    group.add_argument(
+        "--exact-labels",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score every label at every pixel, not each pixel's candidates (the evaluation's default)",
+    )
 
 
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
@@ -85,6 +91,7 @@ def segmenter_config_from_args(args: argparse.Namespace, base: SegmenterConfig |
         "slide_crop": args.slide_crop,
         "slide_stride": args.slide_stride,
         "pamr": args.pamr,
+        "exact_labels": args.exact_labels,
     }
     if args.background is not None:
         changes["background_words"] = split_words(args.background)

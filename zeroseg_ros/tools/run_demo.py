@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,12 +27,15 @@ import cv2
 import numpy as np
 import yaml
 
+from zeroseg_ros.core.config import split_words
+from zeroseg_ros.core.text import parse_queries
 from zeroseg_ros.ros.demo_camera import DEMO_QUERIES
 from zeroseg_ros.ros.transport import config_file, fastdds_environment
 from zeroseg_ros.tools.process_group import stop_process_group
 
 # The demo's nodes live in their own namespace, so their topics do not mix with a robot's.
 NAMESPACE = "/zeroseg_demo"
+MASKS_KEPT = 16  # masks waiting for their overlay; older ones go (no overlay comes with publish_overlay false)
 
 RANDOM_WEIGHTS_BANNER = (
     "!!! RANDOM WEIGHTS: this is a smoke test of the camera -> node -> disk chain. The network has random "
@@ -70,6 +75,30 @@ def ros_command(module: str, params_files: Sequence[Path], remaps: dict[str, str
     return command
 
 
+class PendingMasks:
+    """Masks by frame stamp until their overlay arrives; only the ``MASKS_KEPT`` newest are kept."""
+
+    def __init__(self, kept: int = MASKS_KEPT) -> None:
+        self._kept = kept
+        self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def put(self, stamp: int, mask: np.ndarray) -> None:
+        self._masks[stamp] = mask
+        while len(self._masks) > self._kept:
+            self._masks.popitem(last=False)
+
+    def pop(self, stamp: int) -> np.ndarray | None:
+        return self._masks.pop(stamp, None)
+
+
+def labels_file_text(labels: Sequence[str]) -> str:
+    """What ``labels.txt`` holds: each mask value and its label, one a line, 0 being the background."""
+    return "".join(f"{value} {label}\n" for value, label in enumerate(["background", *labels]))
+
+
 def image_to_bgr(msg: Any) -> np.ndarray:
     from zeroseg_ros.ros.image_codec import image_to_array
 
@@ -79,8 +108,9 @@ def image_to_bgr(msg: Any) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
+    from std_msgs.msg import String
 
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init(args=["zeroseg_run"])
     saver = rclpy.create_node("zeroseg_run_saver")
     saved: list[Path] = []
-    masks: dict[int, np.ndarray] = {}
+    masks = PendingMasks()
+    # The labels as the node publishes them (vocabularies expanded, synonyms folded); parsed here until then.
+    labels = [query.name for query in parse_queries(args.queries)]
     try:
         if not args.camera_topic:
             camera_params = work_dir / "camera.yaml"
@@ -125,7 +157,10 @@ def run(args: argparse.Namespace) -> int:
             from zeroseg_ros.ros.image_codec import image_to_array
 
             key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            masks[key] = image_to_array(msg)
+            masks.put(key, image_to_array(msg))
+
+        def on_labels(msg: String) -> None:
+            labels[:] = split_words(msg.data)
 
         def on_overlay(msg: Image) -> None:
             if len(saved) >= args.frames:
@@ -134,12 +169,20 @@ def run(args: argparse.Namespace) -> int:
             path = out_dir / f"overlay_{index:04d}.png"
             cv2.imwrite(str(path), image_to_bgr(msg))
             key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            if key in masks:
-                cv2.imwrite(str(out_dir / f"mask_{index:04d}.png"), masks.pop(key))
+            mask = masks.pop(key)
+            if mask is not None:
+                cv2.imwrite(str(out_dir / f"mask_{index:04d}.png"), mask)
             saved.append(path)
 
         saver.create_subscription(Image, f"{NAMESPACE}/mask", on_mask, qos)
         saver.create_subscription(Image, f"{NAMESPACE}/overlay", on_overlay, qos)
+        latched = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        saver.create_subscription(String, f"{NAMESPACE}/labels", on_labels, latched)
         print(
             f"[zeroseg run] {args.camera_topic or 'demo camera'} -> zeroseg node "
             f"(params {params_file}) -> {out_dir}; queries: {args.queries}",
@@ -169,9 +212,13 @@ def run(args: argparse.Namespace) -> int:
             child.stop()
         saver.destroy_node()
         rclpy.try_shutdown()
-    labels_note = f"labels 1..n of the masks are: {args.queries}"
-    (out_dir / "labels.txt").write_text(labels_note + "\n")
-    print(f"[zeroseg run] wrote {len(saved)} overlays and masks to {out_dir} ({labels_note})", flush=True)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    (out_dir / "labels.txt").write_text(labels_file_text(labels))
+    print(
+        f"[zeroseg run] wrote {len(saved)} overlays and masks to {out_dir} (mask values 1..{len(labels)}: "
+        f"{', '.join(labels)}; labels.txt)",
+        flush=True,
+    )
     if args.random_weights:
         print(RANDOM_WEIGHTS_BANNER, flush=True)
     return 0

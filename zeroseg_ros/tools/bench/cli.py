@@ -58,6 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default=None, help="devices, comma separated (default: --device)")
     parser.add_argument("--precisions", default=None, help="precisions, comma separated (default: --precision)")
     parser.add_argument("--queries", "-q", default=DEFAULT_QUERIES, help="labels (%(default)s)")
+    parser.add_argument(
+        "--query-counts",
+        default=None,
+        help="repeat each setting with the first N labels of --queries, comma separated, e.g. 1,8,171 with "
+        "-q @coco-stuff (default: all of them once)",
+    )
     parser.add_argument("--iterations", type=int, default=20, help="timed frames per setting (%(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames first (%(default)s)")
     parser.add_argument("--naive-iterations", type=int, default=5, help="timed naive frames (%(default)s)")
@@ -98,6 +104,12 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     sizes = parse_frame_sizes(args.sizes)
     if not sizes:
         raise ConfigError("--sizes is empty")
+    query_counts = None
+    if args.query_counts is not None:
+        try:
+            query_counts = [int(count) for count in _split(args.query_counts, None, "query-counts")]
+        except ValueError as error:
+            raise ConfigError(f"--query-counts must be whole numbers, got {args.query_counts!r}") from error
     return BenchOptions(
         sizes=sizes,
         methods=_split(args.methods or args.method or SegmenterConfig().method, METHODS, "methods"),
@@ -110,6 +122,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         naive_iterations=args.naive_iterations,
         engine=args.engine,
         onednn=False if args.no_onednn else None,
+        query_counts=query_counts,
     )
 
 

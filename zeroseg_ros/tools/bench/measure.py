@@ -1,6 +1,6 @@
 """``zeroseg bench``: per-stage latency, throughput and memory of the pipeline, next to the naive baseline.
 
-For every requested device, precision, method and frame size it runs the ``Segmenter`` twice on a synthetic
+For every requested device, precision, method, query count and frame size it runs the ``Segmenter`` twice on a synthetic
 frame (warm-up iterations excluded):
   - profiled (``profile=True``, no CUDA graph): per-stage p50/p95, with a device synchronisation between
     stages, so the stages add up but overlap is lost;
@@ -11,8 +11,9 @@ and the speed-up is its p50 latency over ours. ``--ros`` runs the end-to-end nod
 (``ros_e2e.py``).
 
 Stage names are the core's: ``preprocess`` = upload + resize + normalise; ``encode_image`` = dense image
-encoder + patch-text cosine similarity; ``similarity`` = upsampling to the frame + softmax (+ best synonym);
-``postprocess`` = argmax, threshold, per-label statistics and the one copy to the host.
+encoder + patch-text cosine similarity; ``similarity`` = labels and confidence at the frame's size
+(``core/labels.py``); ``postprocess`` = threshold, per-label statistics and the one copy to the host.
+``--query-counts 1,8,171`` repeats every setting with the first N labels of ``--queries`` (e.g. ``@coco-stuff``).
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ import numpy as np
 import torch
 
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
+from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.overlay import draw_overlay
+from zeroseg_ros.core.text import parse_queries
 from zeroseg_ros.tools.console import ProgressBar
 
 DEFAULT_QUERIES = "person, car, bicycle, traffic cone, road, building, tree, sky"
@@ -132,6 +135,20 @@ class BenchOptions:
     naive_iterations: int = 5
     engine: str | None = None
     onednn: bool | None = None  # None: the Segmenter times both ways and chooses
+    query_counts: list[int] | None = None  # None: all the labels of ``queries``
+
+
+def query_subsets(queries: str, counts: Sequence[int] | None) -> list[tuple[int, list[str]]]:
+    """``(N, the first N labels of queries)`` for each count (all labels when ``counts`` is None), each label
+    with its synonyms as ``Segmenter.set_queries`` takes them."""
+    parsed = parse_queries(queries)
+    labels = ["|".join(query.synonyms) for query in parsed]
+    if counts is None:
+        return [(len(labels), labels)]
+    too_many = [count for count in counts if not 1 <= count <= len(labels)]
+    if too_many:
+        raise ConfigError(f"query counts {too_many} are not within the 1..{len(labels)} labels of the queries")
+    return [(count, labels[:count]) for count in counts]
 
 
 def _timed_loop(
@@ -256,26 +273,29 @@ def run_benchmark(
                 graphs = engine is None or bool(getattr(engine, "cuda_graph_safe", False))
                 segmenters.append(Segmenter(config, device_base, cuda_graphs=graphs, image_encoder=engine))
             fast = segmenters[-1]
-            for segmenter in segmenters:
-                segmenter.set_queries(options.queries, progress=ProgressBar("encoding queries", "prompt"))
             for method in [engine.method] if engine is not None else options.methods:
                 for segmenter in segmenters:
                     segmenter.update_config(method=method)
-                for height, width in options.sizes:
-                    row = bench_segmenter_setting(profiled, fast, synthetic_frame(height, width), options, convert)
-                    row.update(
-                        device=str(device),
-                        precision=profiled.precision,  # what auto resolved to
-                        method=method,
-                        size=[width, height],
-                        model_input=list(profiled.model_input_size(height, width)),
-                        onednn=profiled.uses_onednn,
-                    )
-                    if engine is not None:
-                        row["engine"] = f"{options.engine} ({type(engine).__name__})"
-                    report["rows"].append(row)
-                    if on_row is not None:
-                        on_row(row)
+                for count, queries in query_subsets(options.queries, options.query_counts):
+                    for segmenter in segmenters:
+                        segmenter.set_queries(queries, progress=ProgressBar("encoding queries", "prompt"))
+                    for height, width in options.sizes:
+                        frame = synthetic_frame(height, width)
+                        row = bench_segmenter_setting(profiled, fast, frame, options, convert)
+                        row.update(
+                            device=str(device),
+                            precision=profiled.precision,  # what auto resolved to
+                            method=method,
+                            queries=count,
+                            size=[width, height],
+                            model_input=list(profiled.model_input_size(height, width)),
+                            onednn=profiled.uses_onednn,
+                        )
+                        if engine is not None:
+                            row["engine"] = f"{options.engine} ({type(engine).__name__})"
+                        report["rows"].append(row)
+                        if on_row is not None:
+                            on_row(row)
             del profiled, fast, segmenters
             if device.type == "cuda":
                 torch.cuda.empty_cache()

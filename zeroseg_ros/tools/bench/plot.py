@@ -17,7 +17,7 @@ def plot_latency_vs_size(report: dict[str, Any], path: Path) -> None:
     series: dict[str, list[tuple[float, float]]] = {}
     for row in report["rows"]:
         engine = " ONNX Runtime" if "engine" in row else ""
-        label = f"ours {row['method']} {row['device']} {row['precision']}{engine}"
+        label = f"ours {row['method']} {row['device']} {row['precision']}{engine}, {row['queries']} queries"
         series.setdefault(label, []).append((row["size"][0] * row["size"][1] / 1e6, row["latency_ms"]["p50"]))
     for entry in report["naive"]:
         megapixels = entry["size"][0] * entry["size"][1] / 1e6

@@ -12,7 +12,7 @@ TABLE_COLUMNS = (*CORE_STAGES, "overlay", "ros_message")
 def format_row(row: dict[str, Any]) -> str:
     width, height = row["size"]
     return (
-        f"{row['device']:<7} {row['precision']:<5} {row['method']:<9} {width}x{height:<5} "
+        f"{row['device']:<7} {row['precision']:<5} {row['method']:<9} {row['queries']:>4} queries {width}x{height:<5} "
         f"-> {row['model_input'][1]}x{row['model_input'][0]}: p50 {row['latency_ms']['p50']:.1f} ms, "
         f"{row['fps']:.1f} fps"
     )
@@ -20,7 +20,7 @@ def format_row(row: dict[str, Any]) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a fixed-width text table: stage p50/p95, latency, fps, memory, speed-up."""
-    header = ["device", "prec", "method", "frame", "input"]
+    header = ["device", "prec", "method", "queries", "frame", "input"]
     header += [f"{stage} p50/p95" for stage in TABLE_COLUMNS]
     header += ["latency p50/p95", "fps", "rss MB", "gpu MB", "x naive (no text)"]
     lines = []
@@ -30,6 +30,7 @@ def format_table(report: dict[str, Any]) -> str:
             row["device"],
             row["precision"],
             row["method"] + (" +engine" if "engine" in row else " +onednn" if row.get("onednn") else ""),
+            str(row["queries"]),
             "{}x{}".format(*row["size"]),
             f"{row['model_input'][1]}x{row['model_input'][0]}",
         ]
@@ -46,7 +47,7 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append(cells)
     for entry in report["naive"]:
         stages = entry["stages_ms"]
-        cells = [entry["device"], "fp32", "naive", "{}x{}".format(*entry["size"]), "same"]
+        cells = [entry["device"], "fp32", "naive", "all", "{}x{}".format(*entry["size"]), "same"]
         cells += [
             f"{stages['preprocess']['p50']:.1f}/{stages['preprocess']['p95']:.1f}",
             "{:.1f}/{:.1f} (+text {:.1f})".format(

@@ -170,6 +170,8 @@ def resolve_protocol(preset: str, dataset: str, overrides: dict[str, Any] | None
         "templates": "imagenet80",
         "probability_threshold": 0.0,
         "pamr": False,
+        # The references label every pixel from every class at full resolution: so does the evaluation.
+        "exact_labels": True,
         "vocabulary": dataset,
         "area_threshold": None,
         "precision": "fp32",
