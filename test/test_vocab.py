@@ -25,6 +25,7 @@ CLASS_COUNTS = {
     "cityscapes": 19,
     "ade20k": 150,
     "voc21-clearclip": 21,
+    "background": 26,
 }
 VOC21_BACKGROUND = (
     "sky|wall|tree|wood|grass|road|sea|river|mountain|sands|desk|bed|building|cloud|lamp|door|window|"

@@ -42,6 +42,7 @@ from zeroseg_ros.core.preprocess import (
     target_size,
 )
 from zeroseg_ros.core.text import Query, TextEncoder, parse_queries
+from zeroseg_ros.core.vocab import expand_background_words
 
 LOGGER = logging.getLogger(__name__)
 
@@ -239,7 +240,8 @@ class Segmenter:
     def _text_state(self, queries: list[Query], config: SegmenterConfig) -> _TextState:
         query_phrases = {p.lower() for q in queries for p in q.synonyms}
         # A query wins over a background word of the same name: the user asked for it explicitly.
-        background = [w for w in dict.fromkeys(config.background_words) if w.lower() not in query_phrases]
+        words = expand_background_words(config.background_words)
+        background = [w for w in words if w.lower() not in query_phrases]
         offset = 1 if background else 0
         rows: list[str] = list(background)
         columns: list[int] = [0] * len(background)

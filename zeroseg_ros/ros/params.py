@@ -111,9 +111,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("templates", _SEGMENTER.templates, "Prompt template set per query.", runtime=True, choices=TEMPLATE_SETS),
     ParamSpec(
         "background_words",
-        "",
-        "Comma-separated extra classes reported as background (label 0), e.g. 'sky, wall, floor'.",
+        ", ".join(_SEGMENTER.background_words),
+        "Comma-separated extra classes reported as background (label 0); @name adds a vocabulary's words. The "
+        "default @background (sky, wall, floor, ...) lets one query compete with the scene instead of winning "
+        "every pixel. Empty: none (queries only compete with each other).",
         runtime=True,
+        parse=lambda text: SegmenterConfig(background_words=split_words(text)),
     ),
     ParamSpec(
         "probability_threshold",
