@@ -28,6 +28,8 @@ class ModelConfig:
     ``name`` and ``pretrained`` are open_clip's model name and pretrained tag (downloaded on first use into
     ``cache_dir``); ``checkpoint`` is a local file for machines without internet and wins over the tag.
     ``random_init`` builds the architecture with random weights: for tests and smoke runs only.
+    ``text_cache`` is where text embeddings are kept between runs (``text_cache.py``): ``"auto"`` for
+    ``$XDG_CACHE_HOME/zeroseg_ros`` (``~/.cache/zeroseg_ros``), a directory, or ``""`` for no disk cache.
     """
 
     name: str = "ViT-B-16"
@@ -37,6 +39,7 @@ class ModelConfig:
     random_init: bool = False
     device: str = "auto"
     precision: str = "fp32"
+    text_cache: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -42,6 +42,7 @@ from zeroseg_ros.core.preprocess import (
     target_size,
 )
 from zeroseg_ros.core.text import Query, TextEncoder, parse_queries
+from zeroseg_ros.core.text_cache import resolve_cache_dir
 from zeroseg_ros.core.vocab import expand_background_words
 
 LOGGER = logging.getLogger(__name__)
@@ -160,8 +161,16 @@ class Segmenter:
         self._onednn = onednn and self.device.type == "cpu" and self._clip.dtype == torch.float32 and onednn_available()
         self._check_engine(self._config)
         self._encoder = self._make_encoder(self._config)
+        # Random weights differ every run: their embeddings are never worth keeping on disk.
+        disk_cache = None if self.model_config.random_init else resolve_cache_dir(self.model_config.text_cache)
         self._text = TextEncoder(
-            self._clip.model, self._clip.tokenizer, self.device, self._config.templates, onednn=self._onednn
+            self._clip.model,
+            self._clip.tokenizer,
+            self.device,
+            self._config.templates,
+            onednn=self._onednn,
+            disk_cache_dir=disk_cache,
+            model_name=self.model_config.name,
         )
         self._upload = FrameUploader(self.device)
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)

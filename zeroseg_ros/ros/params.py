@@ -79,6 +79,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", "Local checkpoint file (offline robots); wins over pretrained.", runtime=False),
     ParamSpec("cache_dir", "", "Where downloaded weights are kept (empty: open_clip's default).", runtime=False),
     ParamSpec(
+        "text_cache",
+        _MODEL.text_cache,
+        "Where text embeddings are kept between runs, so a restart with the same queries needs no text encoding: "
+        "auto ($XDG_CACHE_HOME/zeroseg_ros, else ~/.cache/zeroseg_ros), a directory, or empty for none. Keyed by "
+        "model, weights and templates; random weights are never cached.",
+        runtime=False,
+    ),
+    ParamSpec(
         "random_weights",
         False,
         "Random network weights: a smoke test whose masks mean nothing. Never on a robot.",
@@ -241,6 +249,7 @@ def model_config(values: dict[str, ParamValue]) -> ModelConfig:
         random_init=bool(values["random_weights"]),
         device=str(values["device"]),
         precision=str(values["precision"]),
+        text_cache=str(values["text_cache"]),
     )
 
 
