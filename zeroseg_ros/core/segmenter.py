@@ -18,7 +18,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -133,9 +134,12 @@ class _Graph:
 class Segmenter:
     """Zero-shot segmentation of frames by text queries with training-free dense CLIP.
 
-    ``set_queries`` once (or whenever they change), then ``segment`` each frame. Methods are serialised by an
-    internal lock, so a ROS callback may change queries while a worker thread segments. ``onednn=False`` keeps
-    PyTorch's own fp32 products on the CPU (for comparison).
+    ``set_queries`` once (or whenever they change), then ``segment`` each frame; any thread may call either.
+    Changes (``set_queries``, ``update_config``) run one at a time and encode their text without holding the
+    frame lock: frames segmented meanwhile on other threads use the previous queries and settings, and the new
+    ones are swapped in at once when ready (a frame sees all old or all new labels). ``text_threads`` limits
+    the torch intra-op threads of that encoding on the CPU (None: torch's setting), so that frames keep cores.
+    ``onednn=False`` keeps PyTorch's own fp32 products on the CPU (for comparison).
     """
 
     def __init__(
@@ -146,6 +150,7 @@ class Segmenter:
         profile: bool | None = None,
         image_encoder: ImageEncoder | None = None,
         onednn: bool = True,
+        text_threads: int | None = None,
     ) -> None:
         self.model_config = model_config or ModelConfig()
         self._config = config or SegmenterConfig()
@@ -172,12 +177,14 @@ class Segmenter:
             disk_cache_dir=disk_cache,
             model_name=self.model_config.name,
         )
+        self.text_threads = text_threads
         self._upload = FrameUploader(self.device)
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
         self._graphs: OrderedDict[tuple[int, int, float | None], _Graph] = OrderedDict()
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # frames; a change holds it only to swap in what it prepared
+        self._change_lock = threading.RLock()  # changes, one at a time; text encoding happens under it only
 
     # ------------------------------------------------------------------ settings
     @property
@@ -202,25 +209,30 @@ class Segmenter:
         return self._text
 
     def set_queries(self, queries: str | Sequence[str]) -> list[Query]:
-        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on."""
+        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on. Returns
+        when they apply; frames on other threads meanwhile keep the previous queries."""
         parsed = parse_queries(queries)
-        with self._lock:
-            self._state = self._text_state(parsed, self._config)
-            self._graphs.clear()
-            return parsed
+        with self._change_lock:
+            state = self._text_state(parsed, self._config)
+            with self._lock:
+                self._state = state
+                self._graphs.clear()
+        return parsed
 
     def update_config(self, **changes: object) -> SegmenterConfig:
-        """Change segmentation settings at run time, e.g. ``update_config(probability_threshold=0.3)``."""
-        with self._lock:
+        """Change segmentation settings at run time, e.g. ``update_config(probability_threshold=0.3)``; like
+        ``set_queries``, new text (background words, templates) is encoded before the frame lock is taken."""
+        with self._change_lock:
             new = self._config.replace(**changes)
             self._check_engine(new)
+            encoder = self._encoder
             if (new.method, new.neighbourhood_std) != (self._config.method, self._config.neighbourhood_std):
-                self._encoder = self._make_encoder(new)
+                encoder = self._make_encoder(new)
             self._text.set_templates(new.templates)
-            if self._state is not None:
-                self._state = self._text_state(list(self._state.queries), new)
-            self._config = new
-            self._graphs.clear()
+            state = self._text_state(list(self._state.queries), new) if self._state is not None else None
+            with self._lock:
+                self._encoder, self._state, self._config = encoder, state, new
+                self._graphs.clear()
             return new
 
     def _make_encoder(self, config: SegmenterConfig) -> DenseCLIPEncoder:
@@ -262,7 +274,8 @@ class Segmenter:
                 f"{len(rows)} phrases (queries, synonyms and background words) exceed max_queries "
                 f"({config.max_queries}); segment fewer labels at a time"
             )
-        embeddings = self._text.encode(rows).to(self._clip.dtype)
+        with _torch_threads(self.text_threads if self.device.type == "cpu" else None):
+            embeddings = self._text.encode(rows).to(self._clip.dtype)
         return _TextState(
             queries=tuple(queries),
             embeddings=embeddings,
@@ -462,6 +475,20 @@ class Segmenter:
             total[..., top : top + crop_h, left : left + crop_w] += logits
             count[..., top : top + crop_h, left : left + crop_w] += 1
         return total / count
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` for the calling thread while inside (None: unchanged)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _StageTimer:

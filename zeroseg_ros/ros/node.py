@@ -218,7 +218,9 @@ class ZerosegNode(Node):
         self._schedule_queries(msg.data, "queries topic")
 
     def _schedule_queries(self, text: str, source: str) -> None:
-        self.get_logger().info(f"queries from {source}: {text!r}")
+        self.get_logger().info(
+            f"queries from {source}: {text!r}; pending while their text is encoded (frames keep the current labels)"
+        )
         self.worker.put_queries(text)
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -259,10 +261,10 @@ class ZerosegNode(Node):
         new = segmenter_config({**self._values, **parameters}, self.segmenter.config)
         return {name: getattr(new, name) for name in (*SEGMENTER_FIELDS, "background_words")}
 
-    def queries_applied(self, labels: tuple[str, ...]) -> None:
+    def queries_applied(self, labels: tuple[str, ...], seconds: float) -> None:
         text = ", ".join(labels)
         self.labels_pub.publish(String(data=text))
-        self.get_logger().info(f"segmenting {len(labels)} labels: {text}")
+        self.get_logger().info(f"segmenting {len(labels)} labels ({seconds:.1f} s after the request): {text}")
         self._warned_no_queries = False
 
     def queries_rejected(self, reason: str) -> None:
@@ -339,6 +341,7 @@ class ZerosegNode(Node):
             counts=self.statistics.counts(),
             has_queries=bool(self.segmenter.labels),
             warming_up=self.worker.warming_up,
+            pending_queries=self.worker.pending_queries,
             values={
                 "model": self.segmenter.model_config.name,
                 "weights": self.segmenter.weights,
@@ -346,6 +349,8 @@ class ZerosegNode(Node):
                 "device": str(self.segmenter.device),
                 "backend": self.segmenter.backend,
                 "queries": ", ".join(self.segmenter.labels),
+                "pending_queries": self.worker.pending_queries or "",
+                "background_words": ", ".join(config.background_words),
                 "input_rate_hz": f"{self.statistics.input_rate.rate():.2f}",
                 "output_rate_hz": f"{self.statistics.output_rate.rate():.2f}",
                 "latency_p50_ms": f"{p50:.1f}",
