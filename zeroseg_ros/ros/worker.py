@@ -73,7 +73,7 @@ class InferenceWorker:
         self._changes = threading.Condition(self._wake)  # same lock: the text thread's own wake-up
         self._pending_queries: str | None = None
         self._pending_config: dict[str, Any] = {}
-        self._requested = 0.0  # time.monotonic() of the oldest change not yet applied
+        self._requested = 0.0  # time.monotonic() of the pending queries' request (else of a pending setting)
         self.pending_queries: str | None = None
         self._changed = False  # a change was applied: warm up before the next frame
         self._stopping = False
@@ -113,18 +113,15 @@ class InferenceWorker:
         """New query text, encoded beside the running pipeline; a newer one replaces one not yet started."""
         with self._wake:
             self._pending_queries = self.pending_queries = text
-            self._request()
+            self._requested = time.monotonic()  # these queries' own request: an older one is replaced
+            self._changes.notify_all()
 
     def put_config(self, parameters: dict[str, Any]) -> None:
         """Changed segmentation parameters, prepared like queries and applied before them."""
         with self._wake:
             self._pending_config.update(parameters)
-            self._request()
-
-    def _request(self) -> None:
-        if not self._requested:
-            self._requested = time.monotonic()
-        self._changes.notify_all()
+            self._requested = self._requested or time.monotonic()
+            self._changes.notify_all()
 
     # ------------------------------------------------------------------ the text thread
     def _prepare_changes(self) -> None:
