@@ -31,7 +31,9 @@ def set_parameters(test_probe, node_name: str, **values: object):
 @pytest.mark.timeout(180)
 def test_frames_are_segmented_with_the_input_header(tmp_path: Path) -> None:
     queries = "cat, dog|puppy, tree"
-    with node_process(tmp_path, {**FAST_NODE_PARAMETERS, "queries": queries}) as node, probe() as test_probe:
+    # Queries only, no threshold: every pixel goes to a query (test_node_queries.py runs the default background).
+    parameters = {**FAST_NODE_PARAMETERS, "queries": queries, "background_words": "", "probability_threshold": 0.0}
+    with node_process(tmp_path, parameters) as node, probe() as test_probe:
         test_probe.wait_for_node(node)
         rgb = make_frame(48, 64, seed=1)
         sent = [

@@ -13,7 +13,8 @@ from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.errors import ConfigError, InvalidImageError, InvalidQueryError
 from zeroseg_ros.core.segmenter import Segmenter, pack_outputs, unpack_outputs
 
-BASE = SegmenterConfig(templates="none", short_side=96)
+# Queries only, no threshold: these tests check how queries compete (test_one_target.py checks the defaults).
+BASE = SegmenterConfig(templates="none", short_side=96, background_words=(), probability_threshold=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ CLASS_COUNTS = {
     "voc21-clearclip": 21,
     "voc20-clearclip": 20,
     "coco-object-clearclip": 81,
+    "background": 26,
 }
 VOC21_BACKGROUND = (
     "sky|wall|tree|wood|grass|road|sea|river|mountain|sands|desk|bed|building|cloud|lamp|door|window|"

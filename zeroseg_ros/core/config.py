@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.vocab import expand_background_words
 
 METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -33,6 +34,8 @@ class ModelConfig:
     ``quick_gelu``: the activation the weights were trained with (OpenAI's CLIP: QuickGELU). None (auto) takes it
     from open_clip's table for a pretrained tag, from the format of an OpenAI checkpoint file (TorchScript
     archive or OpenAI state dict), and otherwise from the model name's config, with a warning that says so.
+    ``text_cache`` is where text embeddings are kept between runs (``text_cache.py``): ``"auto"`` for
+    ``$XDG_CACHE_HOME/zeroseg_ros`` (``~/.cache/zeroseg_ros``), a directory, or ``""`` for no disk cache.
     """
 
     name: str = "ViT-B-16"
@@ -43,6 +46,7 @@ class ModelConfig:
     device: str = "auto"
     precision: str = "auto"
     quick_gelu: bool | None = None
+    text_cache: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -61,8 +65,12 @@ class SegmenterConfig:
 
     method: the last-block variant (see ``zeroseg_ros.core.dense``); ``vanilla`` leaves CLIP untouched.
     templates: prompt template set averaged per query (``imagenet80``, ``short`` or ``none``).
-    background_words: extra classes whose pixels are reported as background (label 0).
-    probability_threshold: pixels whose winning probability is below it become background.
+    background_words: extra classes whose pixels are reported as background (label 0); ``"@name"`` stands for
+        every phrase of a vocabulary. The default ``@background`` (generic scene words: sky, wall, floor, ...)
+        gives a lone query something to compete with; ``()`` scores the queries only against each other.
+    probability_threshold: pixels whose winning probability is below it become background. The default 0.1 with
+        the ``@background`` words is the published VOC21 protocol (SCLIP, NACLIP): a pixel that matches neither a
+        query nor a background word spreads its probability and becomes background.
     logit_scale: temperature applied to cosine similarities before the softmax over classes.
     short_side: the image is resized so that its short side has this many pixels (0 keeps its size).
     slide_crop, slide_stride: sliding-window inference when ``slide_crop`` > 0, else one forward pass.
@@ -80,8 +88,8 @@ class SegmenterConfig:
 
     method: str = "naclip"
     templates: str = "imagenet80"
-    background_words: tuple[str, ...] = ()
-    probability_threshold: float = 0.0
+    background_words: tuple[str, ...] = ("@background",)
+    probability_threshold: float = 0.1
     logit_scale: float = 40.0
     short_side: int = 448
     slide_crop: int = 0
@@ -120,6 +128,7 @@ class SegmenterConfig:
             raise ConfigError(f"temporal_smoothing must be in [0, 1), got {self.temporal_smoothing}")
         if any(not isinstance(w, str) or not w.strip() for w in self.background_words):
             raise ConfigError(f"background_words must be non-blank strings, got {self.background_words!r}")
+        expand_background_words(self.background_words)  # an unknown @vocabulary is an error now, not later
 
     def replace(self, **changes: Any) -> SegmenterConfig:
         """A copy with some fields changed (validated like a new config)."""

@@ -20,7 +20,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +48,8 @@ from zeroseg_ros.core.preprocess import (
 )
 from zeroseg_ros.core.temporal import ProbabilityEMA
 from zeroseg_ros.core.text import Progress, Query, TextEncoder, parse_queries
+from zeroseg_ros.core.text_cache import resolve_cache_dir
+from zeroseg_ros.core.vocab import expand_background_words
 
 LOGGER = logging.getLogger(__name__)
 
@@ -138,10 +141,14 @@ class _Graph:
 class Segmenter:
     """Zero-shot segmentation of frames by text queries with training-free dense CLIP.
 
-    ``set_queries`` once (or whenever they change), then ``segment`` each frame. Methods are serialised by an
-    internal lock, so a ROS callback may change queries while a worker thread segments. ``onednn`` (fp32 on the
-    CPU): True routes the products through oneDNN, False keeps PyTorch's own, None times both at start-up
-    (``onednn.measure_linear``) and takes oneDNN only where it is clearly faster (``onednn.CLEAR_WIN``).
+    ``set_queries`` once (or whenever they change), then ``segment`` each frame; any thread may call either.
+    Changes (``set_queries``, ``update_config``) run one at a time and encode their text without holding the
+    frame lock: frames segmented meanwhile on other threads use the previous queries and settings, and the new
+    ones are swapped in at once when ready (a frame sees all old or all new labels). ``text_threads`` limits
+    the torch intra-op threads of that encoding on the CPU (None: torch's setting), so that frames keep cores.
+    ``onednn`` (fp32 on the CPU): True routes the products through oneDNN, False keeps PyTorch's own, None times
+    both at start-up (``onednn.measure_linear``) and takes oneDNN only where it is clearly faster
+    (``onednn.CLEAR_WIN``).
     """
 
     def __init__(
@@ -152,6 +159,7 @@ class Segmenter:
         profile: bool | None = None,
         image_encoder: ImageEncoder | None = None,
         onednn: bool | None = None,
+        text_threads: int | None = None,
     ) -> None:
         self.model_config = model_config or ModelConfig()
         self._config = config or SegmenterConfig()
@@ -166,16 +174,26 @@ class Segmenter:
         self._onednn, self._onednn_source = self._choose_onednn(onednn)
         self._check_engine(self._config)
         self._encoder = self._make_encoder(self._config)
+        # Random weights differ every run: their embeddings are never worth keeping on disk.
+        disk_cache = None if self.model_config.random_init else resolve_cache_dir(self.model_config.text_cache)
         self._text = TextEncoder(
-            self._clip.model, self._clip.tokenizer, self.device, self._config.templates, onednn=self._onednn
+            self._clip.model,
+            self._clip.tokenizer,
+            self.device,
+            self._config.templates,
+            onednn=self._onednn,
+            disk_cache_dir=disk_cache,
+            model_name=self.model_config.name,
         )
+        self.text_threads = text_threads
         self._upload = FrameUploader(self.device)
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
         self._graphs: OrderedDict[tuple[int, int, bool], _Graph] = OrderedDict()
         self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # frames; a change holds it only to swap in what it prepared
+        self._change_lock = threading.RLock()  # changes, one at a time; text encoding happens under it only
 
     def _choose_onednn(self, wanted: bool | None) -> tuple[bool, str]:
         """Whether fp32 CPU products go through oneDNN (onednn.py: the same features, twice as fast on an AMD
@@ -216,28 +234,33 @@ class Segmenter:
         return self._text
 
     def set_queries(self, queries: str | Sequence[str], progress: Progress | None = None) -> list[Query]:
-        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on.
-        ``progress(done, total)`` follows the prompts' encoding (``TextEncoder.encode``)."""
+        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on. Returns
+        when they apply; frames on other threads meanwhile keep the previous queries. ``progress(done, total)``
+        follows the prompts' encoding (``TextEncoder.encode``)."""
         parsed = parse_queries(queries)
-        with self._lock:
-            self._state = self._text_state(parsed, self._config, progress)
-            self._graphs.clear()
-            self._temporal.clear()
-            return parsed
+        with self._change_lock:
+            state = self._text_state(parsed, self._config, progress)
+            with self._lock:
+                self._state = state
+                self._graphs.clear()
+                self._temporal.clear()
+        return parsed
 
     def update_config(self, **changes: object) -> SegmenterConfig:
-        """Change segmentation settings at run time, e.g. ``update_config(probability_threshold=0.3)``."""
-        with self._lock:
+        """Change segmentation settings at run time, e.g. ``update_config(probability_threshold=0.3)``; like
+        ``set_queries``, new text (background words, templates) is encoded before the frame lock is taken."""
+        with self._change_lock:
             new = self._config.replace(**changes)
             self._check_engine(new)
+            encoder = self._encoder
             if (new.method, new.neighbourhood_std) != (self._config.method, self._config.neighbourhood_std):
-                self._encoder = self._make_encoder(new)
+                encoder = self._make_encoder(new)
             self._text.set_templates(new.templates)
-            if self._state is not None:
-                self._state = self._text_state(list(self._state.queries), new)
-            self._config = new
-            self._graphs.clear()
-            self._temporal.clear()
+            state = self._text_state(list(self._state.queries), new) if self._state is not None else None
+            with self._lock:
+                self._encoder, self._state, self._config = encoder, state, new
+                self._graphs.clear()
+                self._temporal.clear()
             return new
 
     def _make_encoder(self, config: SegmenterConfig) -> DenseCLIPEncoder:
@@ -268,7 +291,8 @@ class Segmenter:
     ) -> _TextState:
         query_phrases = {p.lower() for q in queries for p in q.synonyms}
         # A query wins over a background word of the same name: the user asked for it explicitly.
-        background = [w for w in dict.fromkeys(config.background_words) if w.lower() not in query_phrases]
+        words = expand_background_words(config.background_words)
+        background = [w for w in words if w.lower() not in query_phrases]
         offset = 1 if background else 0
         rows: list[str] = list(background)
         columns: list[int] = [0] * len(background)
@@ -279,7 +303,8 @@ class Segmenter:
             raise InvalidQueryError(
                 f"{len(queries)} queries exceed max_queries ({config.max_queries}); segment fewer labels at a time"
             )
-        embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
+        with _torch_threads(self.text_threads if self.device.type == "cpu" else None):
+            embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
         return _TextState(
             queries=tuple(queries),
             embeddings=embeddings,
@@ -521,6 +546,20 @@ def _heatmap_rows(state: _TextState, name: str) -> tuple[slice, ...]:
             return (slice(start, start + len(query.synonyms)),)
         start += len(query.synonyms)
     return ()
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``count`` for the calling thread while inside (None: unchanged)."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _StageTimer:

@@ -3,7 +3,8 @@
 A query string is a comma-separated list of labels; a label may carry synonyms separated by ``|``
 (``"person|pedestrian, traffic cone"``), and is scored as the best of its synonyms. Each phrase is embedded as
 the normalised mean of CLIP's text embeddings over a set of prompt templates, as the training-free methods do;
-embeddings are cached by phrase, so a stream of frames with unchanged queries costs no text encoding.
+embeddings are cached by phrase, so a stream of frames with unchanged queries costs no text encoding, and
+optionally on disk (``text_cache.py``), so a restart with the same vocabulary costs none either.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +22,7 @@ from torch import nn
 
 from zeroseg_ros.core.errors import InvalidQueryError
 from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block
+from zeroseg_ros.core.text_cache import DiskTextCache, text_tower_fingerprint
 from zeroseg_ros.core.vocab import expand_vocab_refs
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -98,7 +101,10 @@ def _shorten(value: object, limit: int = 80) -> str:
 
 
 class TextEncoder:
-    """Embeds phrases as the normalised mean over prompt templates, with an LRU cache keyed by phrase."""
+    """Embeds phrases as the normalised mean over prompt templates, with an LRU cache keyed by phrase and, with
+    ``disk_cache_dir``, a ``DiskTextCache`` there (keyed by ``model_name`` and the text tower's fingerprint,
+    computed on the first ``encode``). ``hits`` count phrases found in memory, ``disk_hits`` on disk,
+    ``misses`` those the network encoded. Not thread-safe: one caller at a time."""
 
     def __init__(
         self,
@@ -109,6 +115,8 @@ class TextEncoder:
         cache_size: int = 4096,
         batch_size: int = 256,
         onednn: bool = False,
+        disk_cache_dir: Path | None = None,
+        model_name: str = "",
     ) -> None:
         self._model = model
         self._onednn = OneDNNLinear() if onednn else None  # fp32 on the CPU only (onednn.py)
@@ -118,7 +126,11 @@ class TextEncoder:
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
         self._batch_size = batch_size
+        self._disk_cache_dir = disk_cache_dir
+        self._model_name = model_name
+        self._disk_cache: DiskTextCache | None = None
         self.hits = 0
+        self.disk_hits = 0
         self.misses = 0
 
     @property
@@ -136,17 +148,32 @@ class TextEncoder:
         """``(len(phrases), D)`` float32 unit vectors on the model's device. ``progress(done, total)`` is called
         after each batch of prompts that had to be encoded (the command line draws a bar, the node logs)."""
         missing = list(dict.fromkeys(p for p in phrases if p not in self._cache))
-        self.misses += len(missing)
         self.hits += len(phrases) - len(missing)
+        disk = self._disk() if missing else None
+        if disk is not None:
+            found = disk.lookup(self._templates, missing)
+            self.disk_hits += len(found)
+            for phrase, embedding in found.items():
+                self._cache[phrase] = embedding.to(self._device)
+            missing = [p for p in missing if p not in found]
+        self.misses += len(missing)
         if missing:
-            for phrase, embedding in zip(missing, self._embed(missing, progress), strict=True):
-                self._cache[phrase] = embedding
+            new = dict(zip(missing, self._embed(missing, progress), strict=True))
+            self._cache.update(new)
+            if disk is not None:
+                disk.add(self._templates, new)
         for phrase in phrases:
             self._cache.move_to_end(phrase)
         embeddings = torch.stack([self._cache[p] for p in phrases])
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return embeddings
+
+    def _disk(self) -> DiskTextCache | None:
+        if self._disk_cache is None and self._disk_cache_dir is not None:
+            fingerprint = text_tower_fingerprint(self._model)
+            self._disk_cache = DiskTextCache(self._disk_cache_dir, self._model_name, fingerprint)
+        return self._disk_cache
 
     def _embed(self, phrases: list[str], progress: Progress | None = None) -> torch.Tensor:
         prompts = [template.format(phrase) for phrase in phrases for template in self._templates]

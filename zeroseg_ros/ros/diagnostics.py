@@ -122,15 +122,19 @@ def segmentation_status(
     has_queries: bool,
     warming_up: bool,
     values: dict[str, str],
+    pending_queries: str | None = None,
 ) -> DiagnosticStatus:
     """The node's status: level and message from the counts, then ``values`` and the counts as key-values."""
     status = DiagnosticStatus(name=name, hardware_id=hardware_id)
     if not has_queries:
-        status.level, status.message = DiagnosticStatus.WARN, "waiting for queries"
+        pending = " (encoding the requested ones)" if pending_queries else ""
+        status.level, status.message = DiagnosticStatus.WARN, f"waiting for queries{pending}"
     elif counts.newly_lost:
         status.level, status.message = DiagnosticStatus.WARN, f"{counts.newly_lost} frames lost in transport"
     elif warming_up:
         status.level, status.message = DiagnosticStatus.OK, "warming up"
+    elif pending_queries:
+        status.level, status.message = DiagnosticStatus.OK, "segmenting; new queries pending (encoding their text)"
     elif counts.received == 0:
         status.level, status.message = DiagnosticStatus.WARN, "no images received yet"
     else:

@@ -221,7 +221,9 @@ class ZerosegNode(Node):
         self._schedule_queries(msg.data, "queries topic")
 
     def _schedule_queries(self, text: str, source: str) -> None:
-        self.get_logger().info(f"queries from {source}: {text!r}")
+        self.get_logger().info(
+            f"queries from {source}: {text!r}; pending while their text is encoded (frames keep the current labels)"
+        )
         self.worker.put_queries(text)
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
@@ -262,10 +264,10 @@ class ZerosegNode(Node):
         new = segmenter_config({**self._values, **parameters}, self.segmenter.config)
         return {name: getattr(new, name) for name in (*SEGMENTER_FIELDS, "background_words")}
 
-    def queries_applied(self, labels: tuple[str, ...]) -> None:
+    def queries_applied(self, labels: tuple[str, ...], seconds: float) -> None:
         text = ", ".join(labels)
         self.labels_pub.publish(String(data=text))
-        self.get_logger().info(f"segmenting {len(labels)} labels: {text}")
+        self.get_logger().info(f"segmenting {len(labels)} labels ({seconds:.1f} s after the request): {text}")
         self._warned_no_queries = False
 
     def encoding_progress(self, done: int, total: int) -> None:
@@ -349,6 +351,7 @@ class ZerosegNode(Node):
             counts=self.statistics.counts(),
             has_queries=bool(self.segmenter.labels),
             warming_up=self.worker.warming_up,
+            pending_queries=self.worker.pending_queries,
             values={
                 "model": self.segmenter.model_config.name,
                 "weights": self.segmenter.weights,
@@ -358,6 +361,8 @@ class ZerosegNode(Node):
                 "activation": self.segmenter.activation,
                 "choices": self.segmenter.choices,
                 "queries": ", ".join(self.segmenter.labels),
+                "pending_queries": self.worker.pending_queries or "",
+                "background_words": ", ".join(config.background_words),
                 "input_rate_hz": f"{self.statistics.input_rate.rate():.2f}",
                 "output_rate_hz": f"{self.statistics.output_rate.rate():.2f}",
                 "latency_p50_ms": f"{p50:.1f}",

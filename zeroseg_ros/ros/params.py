@@ -81,6 +81,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("checkpoint", "", "Local checkpoint file (offline robots); wins over pretrained.", runtime=False),
     ParamSpec("cache_dir", "", "Where downloaded weights are kept (empty: open_clip's default).", runtime=False),
     ParamSpec(
+        "text_cache",
+        _MODEL.text_cache,
+        "Where text embeddings are kept between runs, so a restart with the same queries needs no text encoding: "
+        "auto ($XDG_CACHE_HOME/zeroseg_ros, else ~/.cache/zeroseg_ros), a directory, or empty for none. Keyed by "
+        "model, weights and templates; random weights are never cached.",
+        runtime=False,
+    ),
+    ParamSpec(
         "random_weights",
         False,
         "Random network weights: a smoke test whose masks mean nothing. Never on a robot.",
@@ -126,9 +134,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("templates", _SEGMENTER.templates, "Prompt template set per query.", runtime=True, choices=TEMPLATE_SETS),
     ParamSpec(
         "background_words",
-        "",
-        "Comma-separated extra classes reported as background (label 0), e.g. 'sky, wall, floor'.",
+        ", ".join(_SEGMENTER.background_words),
+        "Comma-separated extra classes reported as background (label 0); @name adds a vocabulary's words. The "
+        "default @background (sky, wall, floor, ...) lets one query compete with the scene instead of winning "
+        "every pixel. Empty: none (queries only compete with each other).",
         runtime=True,
+        parse=lambda text: SegmenterConfig(background_words=split_words(text)),
     ),
     ParamSpec(
         "probability_threshold",
@@ -321,6 +332,7 @@ def model_config(values: dict[str, ParamValue]) -> ModelConfig:
         device=str(values["device"]),
         precision=str(values["precision"]),
         quick_gelu=parse_tristate("quick_gelu", str(values["quick_gelu"])),
+        text_cache=str(values["text_cache"]),
     )
 
 

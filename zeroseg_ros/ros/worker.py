@@ -1,10 +1,11 @@
-"""The node's inference thread and its one-slot mailbox.
+"""The node's inference thread, its one-slot mailbox, and the thread that prepares query changes.
 
 A frame that arrives while another waits replaces it (the caller counts it as dropped), so the output always
-belongs to the newest frame and no queue grows behind a slow model. Query and settings changes go through the
-same mailbox and are applied between frames, in this thread, so text encoding never blocks the executor.
-After a change the pipeline is run once for the frame sizes seen (warm-up), so the next frame does not pay
-for it.
+belongs to the newest frame and no queue grows behind a slow model. Query and settings changes go to a second
+thread, which encodes their text beside the running pipeline (``Segmenter.set_queries`` holds the frame lock
+only to swap the result in): frames keep flowing with the old queries until the new ones are ready, and the
+executor is never blocked. After a change the inference thread runs the pipeline once for the frame sizes
+seen (warm-up), so the next frame does not pay for it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class WorkerHandler(Protocol):
     def segmenter_changes(self, parameters: dict[str, Any]) -> dict[str, object]:
         """The ``Segmenter.update_config`` keywords for changed node parameters."""
 
-    def queries_applied(self, labels: tuple[str, ...]) -> None: ...
+    def queries_applied(self, labels: tuple[str, ...], seconds: float) -> None:
+        """The queries frames now use, ``seconds`` after they were requested."""
 
     def encoding_progress(self, done: int, total: int) -> None: ...
 
@@ -51,7 +53,8 @@ class WorkerHandler(Protocol):
 
 class InferenceWorker:
     """See the module docstring. ``max_rate`` and ``overlay_alpha`` are read before every frame, so run-time
-    parameter changes apply from the next one."""
+    parameter changes apply from the next one. ``pending_queries`` is the query text being prepared (None when
+    frames use the latest one)."""
 
     def __init__(
         self,
@@ -69,8 +72,12 @@ class InferenceWorker:
         self._is_running = is_running
         self._wake = threading.Condition()
         self._frame: Frame | None = None
+        self._changes = threading.Condition(self._wake)  # same lock: the text thread's own wake-up
         self._pending_queries: str | None = None
         self._pending_config: dict[str, Any] = {}
+        self._requested = 0.0  # time.monotonic() of the pending queries' request (else of a pending setting)
+        self.pending_queries: str | None = None
+        self._changed = False  # a change was applied: warm up before the next frame
         self._stopping = False
         self._last_started = 0.0
         # Frame sizes to have ready (recorded, on CUDA) whenever queries or settings change, oldest first.
@@ -80,16 +87,20 @@ class InferenceWorker:
         self._warmed_up = False
         self.warming_up = False
         self._thread = threading.Thread(target=self._work, name="zeroseg-inference", daemon=True)
+        self._text_thread = threading.Thread(target=self._prepare_changes, name="zeroseg-text", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        self._text_thread.start()
 
     def stop(self) -> None:
         with self._wake:
             self._stopping = True
-            self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10.0)
+            self._wake.notify_all()
+            self._changes.notify_all()
+        for thread in (self._thread, self._text_thread):
+            if thread.is_alive():
+                thread.join(timeout=10.0)
 
     # ------------------------------------------------------------------ mailbox (any thread)
     def put_frame(self, frame: Frame) -> bool:
@@ -101,46 +112,79 @@ class InferenceWorker:
         return replaced
 
     def put_queries(self, text: str) -> None:
+        """New query text, encoded beside the running pipeline; a newer one replaces one not yet started."""
         with self._wake:
-            self._pending_queries = text
-            self._wake.notify()
+            self._pending_queries = self.pending_queries = text
+            self._requested = time.monotonic()  # these queries' own request: an older one is replaced
+            self._changes.notify_all()
 
     def put_config(self, parameters: dict[str, Any]) -> None:
-        """Changed segmentation parameters, applied before the next frame."""
+        """Changed segmentation parameters, prepared like queries and applied before them."""
         with self._wake:
             self._pending_config.update(parameters)
-            self._wake.notify()
+            self._requested = self._requested or time.monotonic()
+            self._changes.notify_all()
 
-    # ------------------------------------------------------------------ the thread
-    def _take_work(self) -> tuple[Frame | None, str | None, dict[str, Any]]:
-        with self._wake:
-            while not self._stopping and self._frame is None and self._pending_queries is None:
-                if self._pending_config:
-                    break
-                self._wake.wait(timeout=0.5)
-            queries, self._pending_queries = self._pending_queries, None
-            config, self._pending_config = self._pending_config, {}
-            frame = None
-            max_rate = self._max_rate()
-            wait = 1.0 / max_rate - (time.monotonic() - self._last_started) if max_rate > 0 else 0.0
-            if wait <= 0 or queries is not None or config:
-                frame, self._frame = self._frame, None
-            elif self._frame is not None:
-                # Too early for the next frame: sleep outside the lock; newer frames replace this one.
-                self._wake.wait(timeout=wait)
-            return frame, queries, config
-
-    def _work(self) -> None:
+    # ------------------------------------------------------------------ the text thread
+    def _prepare_changes(self) -> None:
         while True:
-            frame, queries, config = self._take_work()
-            if self._stopping:
-                return
+            with self._wake:
+                while not self._stopping and self._pending_queries is None and not self._pending_config:
+                    self._changes.wait(timeout=0.5)
+                if self._stopping:
+                    return
+                queries, self._pending_queries = self._pending_queries, None
+                config, self._pending_config = self._pending_config, {}
+                requested = self._requested
             try:
                 if config:
                     self._segmenter.update_config(**self._handler.segmenter_changes(config))
                 if queries is not None:
-                    self._apply_queries(queries)
-                if config or queries is not None:
+                    self._apply_queries(queries, requested)
+            except ZerosegError as error:
+                self._handler.frame_failed(str(error), unexpected=False)
+            except Exception as error:  # a bug must not kill the node: log it, go on with the next change
+                if not self._is_running():
+                    return
+                self._handler.frame_failed(f"unexpected {type(error).__name__}: {error}", unexpected=True)
+            finally:
+                with self._wake:
+                    if self._pending_queries is None and not self._pending_config:
+                        self.pending_queries, self._requested = None, 0.0
+                    self._changed = True
+                    self._wake.notify_all()
+
+    def _apply_queries(self, text: str, requested: float) -> None:
+        try:
+            self._segmenter.set_queries(text, progress=self._handler.encoding_progress)
+        except InvalidQueryError as error:
+            self._handler.queries_rejected(str(error))
+            return
+        self._handler.queries_applied(self._segmenter.labels, time.monotonic() - requested)
+
+    # ------------------------------------------------------------------ the inference thread
+    def _take_work(self) -> tuple[Frame | None, bool]:
+        with self._wake:
+            while not self._stopping and self._frame is None and not self._changed:
+                self._wake.wait(timeout=0.5)
+            changed, self._changed = self._changed, False
+            frame = None
+            max_rate = self._max_rate()
+            wait = 1.0 / max_rate - (time.monotonic() - self._last_started) if max_rate > 0 else 0.0
+            if wait <= 0 or changed:
+                frame, self._frame = self._frame, None
+            elif self._frame is not None:
+                # Too early for the next frame: sleep outside the lock; newer frames replace this one.
+                self._wake.wait(timeout=wait)
+            return frame, changed
+
+    def _work(self) -> None:
+        while True:
+            frame, changed = self._take_work()
+            if self._stopping:
+                return
+            try:
+                if changed:
                     self._warm_up()
                 if frame is not None:
                     self._last_started = time.monotonic()
@@ -153,14 +197,6 @@ class InferenceWorker:
                 if not self._is_running():
                     return  # shut down (Ctrl-C) while publishing: nothing to report
                 self._handler.frame_failed(f"unexpected {type(error).__name__}: {error}", unexpected=True)
-
-    def _apply_queries(self, text: str) -> None:
-        try:
-            self._segmenter.set_queries(text, progress=self._handler.encoding_progress)
-        except InvalidQueryError as error:
-            self._handler.queries_rejected(str(error))
-            return
-        self._handler.queries_applied(self._segmenter.labels)
 
     def _warm_up(self) -> None:
         """Run the pipeline for the known frame sizes now, so that the next frame does not wait for it: once

@@ -52,8 +52,12 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("segmentation")
     group.add_argument("--method", choices=METHODS, default=None, help="last-block method (default naclip)")
     group.add_argument("--templates", choices=TEMPLATE_SETS, default=None, help="prompt templates (imagenet80)")
-    group.add_argument("--background", default=None, help="comma-separated background words (label 0)")
-    group.add_argument("--threshold", type=float, default=None, help="probability below which a pixel is background")
+    group.add_argument(
+        "--background", default=None, help="comma-separated background words (label 0); default @background, '' none"
+    )
+    group.add_argument(
+        "--threshold", type=float, default=None, help="probability below which a pixel is background (default 0.1)"
+    )
     group.add_argument("--logit-scale", type=float, default=None, help="softmax temperature (default 40)")
     group.add_argument("--short-side", type=int, default=None, help="resize short side to this (0 keeps; 448)")
     group.add_argument("--slide-crop", type=int, default=None, help="sliding-window crop (0: one pass)")

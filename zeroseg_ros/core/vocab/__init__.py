@@ -8,12 +8,16 @@ published numbers, so the evaluation and the robot speak the same vocabulary.
 In a query string, ``@name`` stands for a whole vocabulary ("segment everything"): ``"@voc, traffic cone"``.
 A vocabulary whose first line is a background class contributes its classes without that line, because the
 segmenter already reports background as label 0.
+
+``background`` is not a dataset: it holds generic scene words (sky, wall, floor, ...) and is the segmenter's
+default ``background_words`` ("@background"), so that a lone query competes with the scene around it.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from importlib import resources
 
 from zeroseg_ros.core.errors import ConfigError, InvalidQueryError
@@ -31,6 +35,7 @@ VOCABULARIES: dict[str, bool] = {
     "voc21-clearclip": True,
     "voc20-clearclip": False,
     "coco-object-clearclip": True,
+    "background": False,
 }
 ALIASES: dict[str, str] = {"voc": "voc20", "context": "context59"}
 
@@ -96,3 +101,17 @@ def expand_vocab_refs(text: str) -> str:
         return ", ".join(lines[1:] if VOCABULARIES[name] else lines)
 
     return _REFERENCE.sub(classes, text)
+
+
+def expand_background_words(words: Sequence[str]) -> tuple[str, ...]:
+    """Background words with each ``"@name"`` replaced by every phrase of that vocabulary (synonyms included),
+    repeats dropped: ``("@background", "carpet")`` -> ``("sky", "wall", ..., "fence", "carpet")``. Raises
+    ``ConfigError`` naming the known vocabularies when a reference is unknown."""
+    phrases: list[str] = []
+    for word in words:
+        word = word.strip()
+        if word.startswith("@"):
+            phrases.extend(phrase for line in _read(_canonical(word[1:])) for phrase in line.split("|"))
+        else:
+            phrases.append(word)
+    return tuple(dict.fromkeys(phrases))
