@@ -15,10 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from zeroseg_ros.core.errors import InvalidQueryError, ZerosegError
+from zeroseg_ros.core.errors import ZerosegError
 from zeroseg_ros.core.segmenter import Segmenter
 
 WARM_SIZES_KEPT = 4  # frame sizes kept ready: those of warmup_sizes, then the latest seen
+
+# Told when queries put in the mailbox are in use (their labels, "") or were not applied (None, the reason).
+QueriesDone = Callable[[tuple[str, ...] | None, str], None]
 
 
 @dataclass
@@ -41,6 +44,9 @@ class WorkerHandler(Protocol):
     def queries_applied(self, labels: tuple[str, ...]) -> None: ...
 
     def queries_rejected(self, reason: str) -> None: ...
+
+    def config_failed(self, parameters: dict[str, Any], reason: str) -> None:
+        """Settings that could not be applied (the segmenter kept its previous ones)."""
 
     def frame_failed(self, reason: str, unexpected: bool) -> None: ...
 
@@ -68,6 +74,7 @@ class InferenceWorker:
         self._wake = threading.Condition()
         self._frame: Frame | None = None
         self._pending_queries: str | None = None
+        self._queries_done: list[QueriesDone] = []
         self._pending_config: dict[str, Any] = {}
         self._stopping = False
         self._last_started = 0.0
@@ -85,7 +92,11 @@ class InferenceWorker:
     def stop(self) -> None:
         with self._wake:
             self._stopping = True
+            self._frame = None
+            waiting, self._queries_done = self._queries_done, []
             self._wake.notify()
+        for done in waiting:
+            done(None, "the node stopped segmenting before the queries were applied")
         if self._thread.is_alive():
             self._thread.join(timeout=10.0)
 
@@ -98,10 +109,21 @@ class InferenceWorker:
             self._wake.notify()
         return replaced
 
-    def put_queries(self, text: str) -> None:
+    def drop_frame(self) -> bool:
+        """Forgets the frame waiting in the mailbox (the node stopped taking frames); True when there was one."""
         with self._wake:
+            dropped, self._frame = self._frame is not None, None
+        return dropped
+
+    def put_queries(self, text: str, done: QueriesDone | None = None) -> None:
+        """New queries, applied before the next frame; ``done`` is told when they are in use or refused.
+        Queries still waiting are replaced (their ``done`` is told so)."""
+        with self._wake:
+            replaced, self._queries_done = self._queries_done, [done] if done else []
             self._pending_queries = text
             self._wake.notify()
+        for waiting in replaced:
+            waiting(None, "replaced by newer queries before they were applied")
 
     def put_config(self, parameters: dict[str, Any]) -> None:
         """Changed segmentation parameters, applied before the next frame."""
@@ -110,13 +132,14 @@ class InferenceWorker:
             self._wake.notify()
 
     # ------------------------------------------------------------------ the thread
-    def _take_work(self) -> tuple[Frame | None, str | None, dict[str, Any]]:
+    def _take_work(self) -> tuple[Frame | None, str | None, list[QueriesDone], dict[str, Any]]:
         with self._wake:
             while not self._stopping and self._frame is None and self._pending_queries is None:
                 if self._pending_config:
                     break
                 self._wake.wait(timeout=0.5)
             queries, self._pending_queries = self._pending_queries, None
+            done, self._queries_done = self._queries_done, []
             config, self._pending_config = self._pending_config, {}
             frame = None
             max_rate = self._max_rate()
@@ -126,18 +149,21 @@ class InferenceWorker:
             elif self._frame is not None:
                 # Too early for the next frame: sleep outside the lock; newer frames replace this one.
                 self._wake.wait(timeout=wait)
-            return frame, queries, config
+            return frame, queries, done, config
 
     def _work(self) -> None:
         while True:
-            frame, queries, config = self._take_work()
+            frame, queries, done, config = self._take_work()
             if self._stopping:
+                for waiting in done:
+                    waiting(None, "the node stopped segmenting before the queries were applied")
                 return
+            # Settings and queries are applied apart: a refused setting does not lose the queries.
+            if config:
+                self._apply_config(config)
+            if queries is not None:
+                self._apply_queries(queries, done)
             try:
-                if config:
-                    self._segmenter.update_config(**self._handler.segmenter_changes(config))
-                if queries is not None:
-                    self._apply_queries(queries)
                 if config or queries is not None:
                     self._warm_up()
                 if frame is not None:
@@ -152,13 +178,25 @@ class InferenceWorker:
                     return  # shut down (Ctrl-C) while publishing: nothing to report
                 self._handler.frame_failed(f"unexpected {type(error).__name__}: {error}", unexpected=True)
 
-    def _apply_queries(self, text: str) -> None:
+    def _apply_config(self, config: dict[str, Any]) -> None:
+        try:
+            self._segmenter.update_config(**self._handler.segmenter_changes(config))
+        except Exception as error:  # the segmenter keeps its settings; the node rolls its parameters back
+            self._handler.config_failed(config, f"{type(error).__name__}: {error}")
+
+    def _apply_queries(self, text: str, done: list[QueriesDone]) -> None:
         try:
             self._segmenter.set_queries(text)
-        except InvalidQueryError as error:
-            self._handler.queries_rejected(str(error))
+        except Exception as error:  # refused (InvalidQueryError) or failed: the previous queries stay
+            reason = str(error) if isinstance(error, ZerosegError) else f"{type(error).__name__}: {error}"
+            self._handler.queries_rejected(reason)
+            for waiting in done:
+                waiting(None, reason)
             return
-        self._handler.queries_applied(self._segmenter.labels)
+        labels = self._segmenter.labels
+        self._handler.queries_applied(labels)
+        for waiting in done:
+            waiting(labels, "")
 
     def _warm_up(self) -> None:
         """Run the pipeline for the known frame sizes now, so that the next frame does not wait for it: once
