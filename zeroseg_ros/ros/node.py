@@ -135,6 +135,7 @@ class ZerosegNode(LifecycleNode):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._values: dict[str, ParamValue] = self._declare_parameters()
+        self._warned_bad_parameter_types: list[bool] = []
         self._guard_parameter_services()
         self._queries_text = str(self._values["queries"])
         if self._queries_text.strip():
@@ -192,7 +193,7 @@ class ZerosegNode(LifecycleNode):
                 service.callback = self._guarded_parameter_service(service.callback, service.srv_type)
 
     def _guarded_parameter_service(self, callback: Callable[[Any, Any], Any], srv_type: Any) -> Callable:
-        warned: list[bool] = []
+        warned = self._warned_bad_parameter_types  # shared by both services: logged once per node
 
         def guarded(request: Any, response: Any) -> Any:
             bad = [p for p in request.parameters if p.value.type not in PARAMETER_TYPES]
