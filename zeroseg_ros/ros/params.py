@@ -246,7 +246,8 @@ def check_value(spec: ParamSpec, value: object) -> str | None:
     parameter (YAML's ``1`` for ``1.0``), as ROS users expect."""
     if type(value) is not type(spec.default) and not (isinstance(spec.default, float) and type(value) is int):
         shown = "nothing" if value is None else f"{value!r} ({_TYPE_NAMES.get(type(value), type(value).__name__)})"
-        return f"{spec.name} must be a {_TYPE_NAMES[type(spec.default)]}, got {shown}"
+        expected = _TYPE_NAMES[type(spec.default)]
+        return f"{spec.name} must be {'an' if expected[0] in 'aeiou' else 'a'} {expected}, got {shown}"
     if spec.choices and value not in spec.choices:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.minimum is not None and value < spec.minimum:  # type: ignore[operator]
