@@ -269,5 +269,27 @@ def test_an_exported_onnx_encoder_runs_in_the_node(tmp_path: Path) -> None:
         assert (mask.height, mask.width, stamp_ns(mask.header)) == (48, 64, 7)
         assert image_to_array(mask).max() <= 2
         test_probe.spin_until(lambda: test_probe.diagnostics().get("method") == "maskclip", 10.0, "diagnostics")
+
+        # The engine fixes the method: the parameter says so, and another method is refused up front.
+        from rcl_interfaces.srv import GetParameters
+
+        request = GetParameters.Request(names=["method"])
+        assert test_probe.call(GetParameters, "/zeroseg/get_parameters", request).values[0].string_value == "maskclip"
+        refused = set_parameters(test_probe, "zeroseg", method="naclip")[0]
+        assert not refused.successful and "engine computes method 'maskclip'" in refused.reason
+        # A query change in the same request is applied on its own.
+        queries, method = set_parameters(test_probe, "zeroseg", queries="sky, tree, road", method="naclip")
+        assert queries.successful and not method.successful
+        test_probe.spin_until(
+            lambda: test_probe.received["labels"][-1].data == "sky, tree, road", 30.0, "the queries of the batch"
+        )
+        # Later settings changes still work, and frames are still segmented.
+        later = set_parameters(test_probe, "zeroseg", probability_threshold=1.0)[0]
+        assert later.successful, later.reason
+        test_probe.publish_frame(make_frame(48, 64), "rgb8", stamp_ns=8)
+        test_probe.spin_until(lambda: stamp_ns(test_probe.received["mask"][-1].header) == 8, 90.0, "frame 8")
+        assert image_to_array(test_probe.received["mask"][-1]).max() == 0  # threshold 1: all background
+        assert test_probe.diagnostics()["method"] == "maskclip"
         log = node.log()
     assert "exported with method 'maskclip'" in log and "encoder.onnx (64 x 96 input)" in log
+    assert "could not be applied" not in log
