@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_INSTALL = ROOT / "install-test"
 
 
-def test_interfaces_env(env: dict[str, str] | None = None) -> dict[str, str]:
+def interfaces_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """``env`` (default: this process's) with install-test/ on the Python, library and ament paths, so that a
     child process imports vision_msgs."""
     env = dict(os.environ if env is None else env)
