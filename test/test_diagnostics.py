@@ -163,3 +163,12 @@ def test_hardware_id_names_the_cpu_model() -> None:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
     assert name == f"{model} (cpu)"
+
+
+def test_frames_lost_in_transport_are_named_next_to_stale_input() -> None:
+    readings = flowing(2) + [flowing(2)[-1]] * STALE_WARN_PERIODS
+    last = readings[-1]
+    readings[-1] = FrameCounts(last.received, last.published, 0, 7, 7, 0, "")
+    status = status_after(readings)
+    assert status.level == DiagnosticStatus.WARN
+    assert "no camera frame" in status.message and "7 frames lost in transport" in status.message

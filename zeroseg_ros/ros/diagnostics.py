@@ -218,6 +218,8 @@ def segmentation_status(
     history (``health``, observed once per period), then ``values`` and the counts as key-values."""
     status = DiagnosticStatus(name=name, hardware_id=hardware_id)
     problems = health.problems(period_s) if health is not None and state == "active" and enabled else []
+    if problems and counts.newly_lost:  # named with the others: the loss may be why no frame arrives
+        problems.append((DiagnosticStatus.WARN, f"{counts.newly_lost} frames lost in transport"))
     if state != "active":
         status.level, status.message = DiagnosticStatus.OK, f"{state}: not segmenting (lifecycle)"
     elif not enabled:
