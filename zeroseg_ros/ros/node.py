@@ -281,8 +281,8 @@ class ZerosegNode(LifecycleNode):
         self.segmenter = segmenter
         self._hardware_id = hardware_id(str(segmenter.device))
         self.get_logger().info(
-            f"model {model.name} ({segmenter.weights}) on {segmenter.device} ({self._hardware_id}, "
-            f"{segmenter.backend}), method {segmenter.config.method}"
+            f"model {model.name} ({segmenter.weights}) on {segmenter.device} ({segmenter.backend}), "
+            f"method {segmenter.config.method}; hardware: {self._hardware_id}"
         )
         self._create_publishers()
         self.worker = InferenceWorker(
