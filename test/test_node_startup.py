@@ -69,3 +69,11 @@ def test_an_integer_for_a_double_parameter_in_the_params_file_is_accepted(tmp_pa
             (ParameterType.PARAMETER_DOUBLE, 30.0),
         ]
         assert node.alive()
+
+
+@pytest.mark.timeout(120)
+def test_a_params_file_that_is_not_valid_yaml_stops_the_node_with_a_clear_message(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("/**:\n  ros__parameters: [short_side: \n")
+    log = start_fails(tmp_path, FAST_NODE_PARAMETERS, ["--params-file", str(broken)])
+    assert "cannot start: the ROS arguments could not be read" in log and "broken.yaml" in log
