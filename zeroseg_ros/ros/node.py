@@ -34,10 +34,11 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterType, SetParametersResult
 from rcl_interfaces.srv import SetParameters, SetParametersAtomically
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from std_srvs.srv import SetBool
@@ -161,8 +162,8 @@ class ZerosegNode(LifecycleNode):
 
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(String, QUERIES_TOPIC, self._on_queries_topic, QUERIES_QOS)
-        # set_queries waits for the inference thread; its own group keeps the other callbacks running meanwhile
-        # (with the MultiThreadedExecutor of main).
+        # set_queries awaits the inference thread; its own group keeps the default group free meanwhile (a
+        # mutually exclusive group stays busy until a coroutine callback returns).
         self._service_group = MutuallyExclusiveCallbackGroup()
         if SetQueries is not None:
             self.create_service(SetQueries, "set_queries", self._on_set_queries, callback_group=self._service_group)
@@ -476,35 +477,38 @@ class ZerosegNode(LifecycleNode):
         self.worker.put_queries(text, done)
         return True
 
-    def _on_set_queries(self, request: Any, response: Any) -> Any:
-        """set_queries: answers once the new queries are in use, or refuses them with the reason."""
+    async def _on_set_queries(self, request: Any, response: Any) -> Any:
+        """set_queries: answers once the new queries are in use, or refuses them with the reason. A coroutine:
+        it awaits the worker's answer without holding the executor (its own callback group keeps the other
+        callbacks running meanwhile)."""
         current = list(self.segmenter.labels) if self.segmenter is not None else []
         reason = self._check_queries(request.queries, self._values)
         if reason:
             self.queries_rejected(f"set_queries: {reason}")
             response.success, response.message, response.labels = False, reason, current
             return response
-        finished = threading.Event()
-        outcome: list[tuple[tuple[str, ...] | None, str]] = []
+        answer: Future = Future(executor=self.executor)
+        answered = threading.Lock()
 
-        def done(labels: tuple[str, ...] | None, why: str) -> None:
-            outcome.append((labels, why))
-            finished.set()
+        def done(labels: tuple[str, ...] | None, why: str) -> None:  # the inference thread, or the timer below
+            if answered.acquire(blocking=False):
+                answer.set_result((labels, why))
 
         if not self._set_queries(request.queries, "set_queries service", done):
             response.success = False
             response.message = f"the node is {self._state}: the queries are kept and applied when it is configured"
             response.labels = current
             return response
-        if not finished.wait(SET_QUERIES_TIMEOUT_S):
-            response.success = False
-            response.message = f"not in use after {SET_QUERIES_TIMEOUT_S:.0f} s (still encoding); they apply when done"
-            response.labels = current
-            return response
-        labels, why = outcome[0]
+        late = f"not in use after {SET_QUERIES_TIMEOUT_S:.0f} s (still encoding); they apply when done"
+        # In the default group: this service's group stays busy until the coroutine returns.
+        timeout = self.create_timer(SET_QUERIES_TIMEOUT_S, lambda: done(None, late))
+        try:
+            labels, why = await answer
+        finally:
+            self.destroy_timer(timeout)
         response.success = labels is not None
         response.message = why or f"segmenting {len(labels or ())} labels"
-        response.labels = list(labels) if labels is not None else current
+        response.labels = list(labels) if labels is not None else list(self.segmenter.labels if self.segmenter else ())
         return response
 
     def _on_enable(self, request: Any, response: Any) -> Any:
@@ -727,7 +731,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cannot_start(str(node.configure_error or "configure failed (see the log above)"))
             if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 return _cannot_start("activate failed (see the log above)")
-        executor = MultiThreadedExecutor(num_threads=4)
+        # One thread: the camera callback stays cheap (a MultiThreadedExecutor took in fewer frames of a burst on
+        # a loaded CPU); set_queries awaits the worker as a coroutine instead of holding a thread.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok():
             try:
