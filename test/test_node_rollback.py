@@ -30,9 +30,11 @@ def test_a_settings_change_the_worker_could_not_apply_is_set_back() -> None:
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.segmenter is not None and node.segmenter.config.short_side == 64
         # The change is accepted by the parameter callback; then the worker reports that it could not apply it.
-        assert node.set_parameters([Parameter("short_side", value=96), Parameter("pamr", value=True)])[0].successful
+        change = [Parameter("short_side", value=96), Parameter("pamr", value=True)]
+        assert node.set_parameters_atomically(change).successful  # one change for the worker
         deadline = time.monotonic() + 30
-        while node.segmenter.config.short_side != 96 and time.monotonic() < deadline:
+        while (node.segmenter.config.short_side, node.segmenter.config.pamr) != (96, True):
+            assert time.monotonic() < deadline, "the worker did not apply the change"
             executor.spin_once(timeout_sec=0.05)
         node.segmenter.update_config(short_side=64, pamr=False)  # as if the worker had kept the old settings
         node.config_failed({"short_side": 96, "pamr": True}, "ConfigError: refused")

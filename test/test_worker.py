@@ -26,7 +26,7 @@ class StandInSegmenter:
             raise ConfigError("the image encoder engine computes method 'maskclip', not 'naclip'")
         self.config.update(changes)
 
-    def set_queries(self, text: str) -> None:
+    def set_queries(self, text: str, progress: Any = None) -> None:
         labels = tuple(word.strip() for word in text.split(",") if word.strip())
         if not labels:
             raise InvalidQueryError("no queries")
@@ -63,6 +63,9 @@ class Handler:
 
     def queries_applied(self, labels: tuple[str, ...]) -> None:
         self._record("queries_applied", labels)
+
+    def encoding_progress(self, done: int, total: int) -> None:
+        pass
 
     def queries_rejected(self, reason: str) -> None:
         self._record("queries_rejected", reason)

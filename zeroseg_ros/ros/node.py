@@ -48,7 +48,7 @@ try:  # Iron and later
 except ImportError:  # Humble
     from rclpy.qos_event import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
 
-from zeroseg_ros.core.config import parse_frame_sizes, split_words
+from zeroseg_ros.core.config import parse_frame_sizes, parse_tristate, split_words
 from zeroseg_ros.core.errors import ConfigError, InvalidQueryError, WeightsNotFoundError, ZerosegError
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.overlay import draw_legend, palette
@@ -66,6 +66,7 @@ from zeroseg_ros.ros.params import (
     model_config,
     segmenter_config,
 )
+from zeroseg_ros.ros.spatial import SpatialOutputs
 from zeroseg_ros.ros.transport import LARGE_FRAMES_PROFILE, config_file
 from zeroseg_ros.ros.worker import Frame, InferenceWorker
 
@@ -142,7 +143,7 @@ class ZerosegNode(LifecycleNode):
         if self._queries_text.strip():
             reason = self._check_queries(self._queries_text, self._values)
             if reason:
-                raise InvalidQueryError(reason)
+                raise ConfigError(reason)
 
         self.segmenter: Segmenter | None = None
         self.worker: InferenceWorker | None = None
@@ -152,6 +153,8 @@ class ZerosegNode(LifecycleNode):
         self._state = "unconfigured"
         self._enabled = True
         self._camera_subscription: Any = None
+        self.spatial: SpatialOutputs | None = None  # objects, markers, points, heatmap: while active
+        self._publishing = threading.Lock()  # held by the inference thread while it publishes a frame
         self._outputs: dict[str, Any] = {}
         self._hardware_id = ""
         self._large_frames_profile = config_file(LARGE_FRAMES_PROFILE)  # named in the lost-frames warning
@@ -274,7 +277,8 @@ class ZerosegNode(LifecycleNode):
                     "this node publishes means nothing. Use it for smoke tests only."
                 )
             engine = self._engine(values)
-            segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=bool(values["onednn"]))
+            onednn = parse_tristate("onednn", str(values["onednn"]))
+            segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=onednn)
         except (ZerosegError, OSError) as error:
             self.configure_error = error if isinstance(error, ZerosegError) else ConfigError(str(error))
             self.get_logger().error(f"configure failed: {error}")
@@ -283,8 +287,9 @@ class ZerosegNode(LifecycleNode):
         self._hardware_id = hardware_id(str(segmenter.device))
         self.get_logger().info(
             f"model {model.name} ({segmenter.weights}) on {segmenter.device} ({segmenter.backend}), "
-            f"method {segmenter.config.method}; hardware: {self._hardware_id}"
+            f"method {segmenter.config.method}; {segmenter.choices}"
         )
+        self.get_logger().info(f"hardware: {self._hardware_id}")
         self._create_publishers()
         self.worker = InferenceWorker(
             segmenter,
@@ -302,6 +307,7 @@ class ZerosegNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # activates the lifecycle publishers
+        self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)
         self._state = "active"
         if self._enabled:
             self._create_camera_subscription()
@@ -312,6 +318,7 @@ class ZerosegNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_camera_subscription()
         self._state = "inactive"
+        self._destroy_spatial()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -321,6 +328,7 @@ class ZerosegNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_camera_subscription()
+        self._destroy_spatial()
         self._release()
         self._state = "finalized"
         return super().on_shutdown(state)
@@ -328,6 +336,7 @@ class ZerosegNode(LifecycleNode):
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error(f"error in lifecycle state {state.label}: releasing the model")
         self._destroy_camera_subscription()
+        self._destroy_spatial()
         self._release()
         self._state = "unconfigured"
         return TransitionCallbackReturn.SUCCESS
@@ -397,8 +406,16 @@ class ZerosegNode(LifecycleNode):
         if self.worker is not None:
             self.worker.drop_frame()
 
+    def _destroy_spatial(self) -> None:
+        """Removes the spatial outputs once the inference thread has finished publishing its frame."""
+        with self._publishing:
+            spatial, self.spatial = self.spatial, None
+        if spatial is not None:
+            spatial.destroy()
+
     def stop(self) -> None:
         self._destroy_camera_subscription()
+        self._destroy_spatial()
         self._release()
 
     def _engine(self, values: dict[str, ParamValue]) -> ImageEncoder | None:
@@ -556,6 +573,12 @@ class ZerosegNode(LifecycleNode):
         self.get_logger().info(f"segmenting {len(labels)} labels: {', '.join(labels)}")
         self._warned_no_queries = False
 
+    def encoding_progress(self, done: int, total: int) -> None:
+        if done < total:  # a query change that fits in one batch needs no progress line
+            self.get_logger().info(
+                f"encoding {total} prompts for the queries: {100 * done // total} %", throttle_duration_sec=2.0
+            )
+
     def queries_rejected(self, reason: str) -> None:
         self.statistics.request_rejected(reason)
         self.get_logger().warning(f"{reason}; keeping the previous queries", throttle_duration_sec=LOG_THROTTLE_S)
@@ -591,7 +614,10 @@ class ZerosegNode(LifecycleNode):
             pixels, order = image_to_segmenter_input(frame.msg, max_pixels)
         # The overlay is blended on the device with the rest of the pipeline; only the legend is drawn here.
         result = segmenter.segment(pixels, "bgr" if order == "bgr" else "rgb", overlay_alpha=self._overlay_alpha())
-        self._publish(frame.msg.header, order, result)
+        with self._publishing:
+            self._publish(frame.msg.header, order, result)
+            if self.spatial is not None:
+                self.spatial.publish(frame.msg.header, result)
         self.statistics.frame_published((time.monotonic() - frame.received) * 1000.0)
         return pixels.shape[:2]
 
@@ -673,6 +699,8 @@ class ZerosegNode(LifecycleNode):
                 "method": config.method,
                 "device": str(segmenter.device),
                 "backend": segmenter.backend,
+                "activation": segmenter.activation,
+                "choices": segmenter.choices,
                 **values,
             }
         values.update(
@@ -683,6 +711,8 @@ class ZerosegNode(LifecycleNode):
                 "latency_p95_ms": f"{p95:.1f}",
             }
         )
+        if self.spatial is not None:
+            values.update(self.spatial.diagnostic_values())
         status = segmentation_status(
             name=f"{self.get_fully_qualified_name()}: zero-shot segmentation",
             hardware_id=self._hardware_id,

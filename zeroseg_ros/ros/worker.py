@@ -43,6 +43,8 @@ class WorkerHandler(Protocol):
 
     def queries_applied(self, labels: tuple[str, ...]) -> None: ...
 
+    def encoding_progress(self, done: int, total: int) -> None: ...
+
     def queries_rejected(self, reason: str) -> None: ...
 
     def config_failed(self, parameters: dict[str, Any], reason: str) -> None:
@@ -186,7 +188,7 @@ class InferenceWorker:
 
     def _apply_queries(self, text: str, done: list[QueriesDone]) -> None:
         try:
-            self._segmenter.set_queries(text)
+            self._segmenter.set_queries(text, progress=self._handler.encoding_progress)
         except Exception as error:  # refused (InvalidQueryError) or failed: the previous queries stay
             reason = str(error) if isinstance(error, ZerosegError) else f"{type(error).__name__}: {error}"
             self._handler.queries_rejected(reason)
