@@ -132,14 +132,29 @@ def test_random_weights_only_on_request_and_loudly():
     assert loaded.activation == "GELU"  # ViT-B-32's config; ViT-B-32-quickgelu runs QuickGELU
 
 
-def test_auto_precision_follows_the_device_and_the_cpu(monkeypatch):
+def test_auto_precision_follows_the_device_and_a_measurement_on_bf16_cpus(monkeypatch):
     from zeroseg_ros.core import model
+    from zeroseg_ros.core.onednn import LinearTiming
 
-    assert resolve_precision("fp32", torch.device("cpu")) == ("fp32", "set explicitly")
-    assert resolve_precision("auto", torch.device("cuda", 0))[0] == "fp16"
-    for has_bf16, expected in ((True, "bf16"), (False, "fp32")):
-        monkeypatch.setattr(model, "cpu_has_bf16", lambda has_bf16=has_bf16: has_bf16)
-        assert resolve_precision("auto", torch.device("cpu"))[0] == expected
+    def timing(bf16_ms: float):
+        return lambda: LinearTiming((257, 768, 3072), "fp32", 10.0, "bf16", bf16_ms)
+
+    def unused():
+        raise AssertionError("no measurement was needed")
+
+    assert resolve_precision("fp32", torch.device("cpu"), unused) == ("fp32", "set explicitly")
+    assert resolve_precision("auto", torch.device("cuda", 0), unused)[0] == "fp16"
+    monkeypatch.setattr(model, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu"), unused)[0] == "fp32"
+    monkeypatch.setattr(model, "cpu_has_bf16", lambda: True)
+    precision, why = resolve_precision("auto", torch.device("cpu"), timing(4.0))
+    assert precision == "bf16" and "fp32 10.00 ms, bf16 4.00 ms" in why
+    precision, why = resolve_precision("auto", torch.device("cpu"), timing(9.0))
+    assert precision == "fp32" and "not clearly faster" in why
+    # The real measurement on this machine, through load_clip: whichever way it goes, it is named.
+    with pytest.warns(UserWarning, match="RANDOM"):
+        loaded = load_clip(ModelConfig(name="ViT-S-32", random_init=True, device="cpu"))
+    assert loaded.precision in {"fp32", "bf16"} and loaded.precision_source.startswith("auto: ")
     assert ModelConfig().precision == "auto"
 
 

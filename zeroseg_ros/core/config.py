@@ -28,7 +28,8 @@ class ModelConfig:
     ``name`` and ``pretrained`` are open_clip's model name and pretrained tag (downloaded on first use into
     ``cache_dir``); ``checkpoint`` is a local file for machines without internet and wins over the tag.
     ``random_init`` builds the architecture with random weights: for tests and smoke runs only.
-    ``precision`` ``auto`` is fp16 on CUDA, bf16 on CPUs with AVX512-BF16 or AMX, fp32 otherwise.
+    ``precision`` ``auto`` is fp16 on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 where a product timed at
+    load is clearly faster in it; fp32 otherwise.
     ``quick_gelu``: the activation the weights were trained with (OpenAI's CLIP: QuickGELU). None (auto) takes it
     from open_clip's table for a pretrained tag, from the format of an OpenAI checkpoint file (TorchScript
     archive or OpenAI state dict), and otherwise from the model name's config, with a warning that says so.

@@ -6,12 +6,13 @@ a oneDNN inner product on a weight packed once. A ViT is almost all such product
 oneDNN halves the image encoder's time (docs/benchmarks.md) and gives the same fp32 results up to rounding.
 On an Intel Xeon, where MKL is at home, the same routing was 1-10 % slower and held ~410 MB more memory (the
 packed copies), so ``measure_linear`` times one of the model's own products both ways at start-up and the
-routing is used only where it wins clearly.
+routing is used only where it wins clearly (``CLEAR_WIN``). The same measurement decides whether bf16 pays.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,46 +97,73 @@ def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.
     return q, k, v
 
 
-# oneDNN must be this much faster to be chosen: it keeps a second, packed copy of every weight.
-CLEAR_WIN = 0.9
+# A faster way must be this much faster to be chosen: oneDNN keeps a packed copy of every weight, bf16 rounds.
+# Products measured here (one thread, CPU time): oneDNN took 0.41 x MKL's time on an AMD EPYC, 0.87-1.07 x on an
+# Intel Xeon where whole frames were 5 % slower through it; bf16 took 1.4-1.9 x fp32's on that Xeon (no AMX).
+CLEAR_WIN = 0.8
+
+
+def cpu_times_ms(calls: Sequence[Callable[[], object]], repeats: int = 5) -> list[float]:
+    """The best CPU time of each call, in this thread with one torch thread, the calls alternating. CPU time,
+    unlike wall time, hardly moves when other processes share the cores (start-up on a busy robot)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = [float("inf")] * len(calls)
+    try:
+        with torch.inference_mode():
+            for call in calls:
+                call()  # packs weights, picks kernels: paid once, not timed
+            for _ in range(repeats):
+                for index, call in enumerate(calls):
+                    start = time.thread_time()
+                    call()
+                    best[index] = min(best[index], time.thread_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return [seconds * 1e3 for seconds in best]
 
 
 @dataclass(frozen=True)
 class LinearTiming:
-    """The best time of one fp32 product through PyTorch's own kernel and through oneDNN."""
+    """The best CPU time of one product each way: ``baseline`` (PyTorch's fp32) against ``candidate``."""
 
     shape: tuple[int, int, int]  # rows x inputs x outputs
-    pytorch_ms: float
-    onednn_ms: float
+    baseline: str
+    baseline_ms: float
+    candidate: str
+    candidate_ms: float
 
     @property
-    def onednn_wins(self) -> bool:
-        return self.onednn_ms < CLEAR_WIN * self.pytorch_ms
+    def candidate_wins(self) -> bool:
+        return self.candidate_ms < CLEAR_WIN * self.baseline_ms
 
     def __str__(self) -> str:
         rows, inputs, outputs = self.shape
         return (
-            f"a {rows} x {inputs} by {inputs} x {outputs} product: PyTorch {self.pytorch_ms:.2f} ms, "
-            f"oneDNN {self.onednn_ms:.2f} ms"
+            f"a {rows} x {inputs} by {inputs} x {outputs} product: {self.baseline} {self.baseline_ms:.2f} ms, "
+            f"{self.candidate} {self.candidate_ms:.2f} ms"
         )
 
 
-def measure_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, repeats: int = 5) -> LinearTiming:
-    """Time ``F.linear`` of ``rows`` random inputs with this fp32 CPU weight, both ways, alternating, best of
-    ``repeats`` each (the least disturbed by other processes); a few tens of milliseconds for ViT-B."""
+def measure_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, candidate: str) -> LinearTiming:
+    """``F.linear`` of ``rows`` random inputs with this fp32 CPU weight: PyTorch's own fp32 product against
+    ``candidate``, ``"oneDNN"`` (the same product through ``OneDNNLinear``) or ``"bf16"`` (PyTorch's, in bf16).
+    A few tens of milliseconds for ViT-B."""
     inputs = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(0))
-    mode = OneDNNLinear()
-    pytorch, onednn = [], []
-    with torch.inference_mode():
-        F.linear(inputs, weight, bias)
-        with mode:
-            F.linear(inputs, weight, bias)  # packs the weight: paid once, not timed
-        for _ in range(repeats):
-            start = time.perf_counter()
-            F.linear(inputs, weight, bias)
-            middle = time.perf_counter()
+    if candidate == "oneDNN":
+        mode = OneDNNLinear()
+
+        def other() -> object:
             with mode:
-                F.linear(inputs, weight, bias)
-            onednn.append(time.perf_counter() - middle)
-            pytorch.append(middle - start)
-    return LinearTiming((rows, weight.shape[1], weight.shape[0]), min(pytorch) * 1e3, min(onednn) * 1e3)
+                return F.linear(inputs, weight, bias)
+
+    elif candidate == "bf16":
+        halves = [t.to(torch.bfloat16) if t is not None else None for t in (inputs, weight, bias)]
+
+        def other() -> object:
+            return F.linear(*halves)
+
+    else:
+        raise ValueError(f"candidate must be oneDNN or bf16, got {candidate!r}")
+    baseline_ms, candidate_ms = cpu_times_ms([lambda: F.linear(inputs, weight, bias), other])
+    return LinearTiming((rows, weight.shape[1], weight.shape[0]), "fp32", baseline_ms, candidate, candidate_ms)

@@ -139,7 +139,7 @@ class Segmenter:
     ``set_queries`` once (or whenever they change), then ``segment`` each frame. Methods are serialised by an
     internal lock, so a ROS callback may change queries while a worker thread segments. ``onednn`` (fp32 on the
     CPU): True routes the products through oneDNN, False keeps PyTorch's own, None times both at start-up
-    (``onednn.measure_linear``) and takes oneDNN only where it is clearly faster.
+    (``onednn.measure_linear``) and takes oneDNN only where it is clearly faster (``onednn.CLEAR_WIN``).
     """
 
     def __init__(
@@ -188,8 +188,8 @@ class Segmenter:
         patch = max(self._clip.model.visual.patch_size)
         short = self._config.short_side or 224
         rows = (short // patch) * (short * 4 // 3 // patch) + 1  # the tokens of a 4:3 frame at short_side
-        timing = measure_linear(mlp.weight, mlp.bias, rows)
-        return timing.onednn_wins, f"auto: {timing}"
+        timing = measure_linear(mlp.weight, mlp.bias, rows, "oneDNN")
+        return timing.candidate_wins, f"auto: {timing}"
 
     # ------------------------------------------------------------------ settings
     @property

@@ -33,7 +33,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default=defaults.precision,
         choices=PRECISIONS,
-        help="auto: fp16 on CUDA, bf16 on CPUs with AVX512-BF16 or AMX, fp32 otherwise (%(default)s)",
+        help="auto: fp16 on CUDA, bf16 on CPUs where it is measurably faster, fp32 otherwise (%(default)s)",
     )
     group.add_argument(
         "--quick-gelu",
