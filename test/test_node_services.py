@@ -75,20 +75,28 @@ def test_set_queries_answers_once_the_queries_are_in_use_or_refuses_with_the_rea
 
 
 @pytest.mark.timeout(240)
-def test_enable_false_unsubscribes_the_camera_and_true_subscribes_again(tmp_path: Path) -> None:
-    with node_process(tmp_path, {**FAST_NODE_PARAMETERS, "queries": "cat, dog"}) as node, probe() as test_probe:
+def test_enable_false_unsubscribes_the_camera_and_depth_and_true_subscribes_again(tmp_path: Path) -> None:
+    from ros_helpers import SENSOR
+    from sensor_msgs.msg import Image
+
+    parameters = {**FAST_NODE_PARAMETERS, "queries": "cat, dog", "use_depth": True}
+    with node_process(tmp_path, parameters) as node, probe() as test_probe:
+        depth_pub = test_probe.node.create_publisher(Image, "depth", SENSOR)
         test_probe.wait_for_node(node)
+        test_probe.spin_until(lambda: depth_pub.get_subscription_count() == 1, 10.0, "the depth subscription")
         assert answers_a_frame(test_probe, 1, 60.0)
 
         off = enable(test_probe, False)
         assert off.success and "disabled" in off.message
         test_probe.spin_until(lambda: test_probe.image_pub.get_subscription_count() == 0, 10.0, "no subscription")
+        test_probe.spin_until(lambda: depth_pub.get_subscription_count() == 0, 10.0, "no depth subscription")
         test_probe.spin_until(lambda: test_probe.diagnostics().get("enabled") == "false", 10.0, "enabled false")
         assert not answers_a_frame(test_probe, 2, 3.0)
 
         on = enable(test_probe, True)
         assert on.success and "enabled" in on.message
         test_probe.spin_until(lambda: test_probe.image_pub.get_subscription_count() == 1, 10.0, "the subscription")
+        test_probe.spin_until(lambda: depth_pub.get_subscription_count() == 1, 10.0, "the depth subscription again")
         test_probe.spin_until(lambda: test_probe.diagnostics().get("enabled") == "true", 10.0, "enabled true")
         test_probe.spin_for(0.3)
         assert answers_a_frame(test_probe, 3, 60.0)

@@ -307,9 +307,9 @@ class ZerosegNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # activates the lifecycle publishers
-        self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)
         self._state = "active"
         if self._enabled:
+            self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)
             self._create_camera_subscription()
         if self.segmenter is not None and self.segmenter.labels:  # latched topics: published while inactive
             self._publish_labels(self.segmenter.labels)
@@ -533,8 +533,11 @@ class ZerosegNode(LifecycleNode):
         self._enabled = bool(request.data)
         if not self._enabled:
             self._destroy_camera_subscription()
+            self._destroy_spatial()  # depth and camera_info too
             response.message = "disabled: camera unsubscribed"
         elif self._state == "active":
+            if self.spatial is None:
+                self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)
             self._create_camera_subscription()
             response.message = "enabled: camera subscribed"
         else:
