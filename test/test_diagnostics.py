@@ -147,11 +147,18 @@ def test_inactive_and_disabled_nodes_report_it_instead_of_stale_input() -> None:
     assert (values["lifecycle_state"], values["enabled"]) == ("active", "false")
 
 
+def test_a_camera_that_never_sent_a_frame_stays_waiting_not_stale() -> None:
+    readings = [counts(0, 0)] * (STALE_ERROR_PERIODS + 5)
+    status = status_after(readings)
+    assert (status.level, status.message) == (DiagnosticStatus.WARN, "no images received yet")
+
+
 def test_reset_forgets_the_quiet_periods() -> None:
     health = HealthMonitor()
+    health.observe(counts(0, 0), expecting_output=True)
     for _ in range(STALE_ERROR_PERIODS + 1):
         health.observe(counts(5, 5), expecting_output=True)
-    assert health.periods_without_input == STALE_ERROR_PERIODS
+    assert health.periods_without_input == STALE_ERROR_PERIODS  # frames came once, then stopped
     health.reset()
     health.observe(counts(5, 5), expecting_output=True)
     assert health.periods_without_input == 0 and health.problems(PERIOD_S) == []

@@ -1,9 +1,10 @@
 """What the node reports on ``/diagnostics``: counters, rates and the latency window, shared by the executor
 thread (frames in) and the inference thread (frames out), and the status built from them once a period.
 
-The status tells the truth over time (``HealthMonitor``): WARN, then ERROR, when no camera frame arrived for
-``STALE_WARN_PERIODS`` / ``STALE_ERROR_PERIODS`` diagnostics periods, when frames arrive but nothing was
-published for as long, and when most frames of the last ``WINDOW_PERIODS`` periods were rejected."""
+The status tells the truth over time (``HealthMonitor``): WARN, then ERROR, when the camera stopped (no frame
+for ``STALE_WARN_PERIODS`` / ``STALE_ERROR_PERIODS`` diagnostics periods after frames arrived), when frames
+arrive but nothing was published for as long, and when most frames of the last ``WINDOW_PERIODS`` periods were
+rejected."""
 
 from __future__ import annotations
 
@@ -134,11 +135,13 @@ class HealthMonitor:
 
     def __init__(self) -> None:
         self._history: deque[FrameCounts] = deque(maxlen=WINDOW_PERIODS + 1)
+        self._had_input = False  # input is stale only once it has flowed (before: "no images received yet")
         self.periods_without_input = 0
         self.periods_without_output = 0
 
     def reset(self) -> None:
         self._history.clear()
+        self._had_input = False
         self.periods_without_input = self.periods_without_output = 0
 
     def observe(self, counts: FrameCounts, expecting_output: bool) -> None:
@@ -150,7 +153,8 @@ class HealthMonitor:
             return
         received = counts.received - previous.received
         published = counts.published - previous.published
-        self.periods_without_input = 0 if received else self.periods_without_input + 1
+        self._had_input = self._had_input or received > 0
+        self.periods_without_input = 0 if received or not self._had_input else self.periods_without_input + 1
         if published or not received or not expecting_output:
             self.periods_without_output = 0
         else:
