@@ -2,6 +2,8 @@
 # Creates or refreshes everything this checkout needs; a fast no-op when nothing changed.
 #   .venv/            Python venv with requirements/{core,ros,dev}.txt and zeroseg_ros installed editable
 #   build/ install/   colcon build of this ROS 2 package (generates zeroseg_ros.msg.Segmentation)
+#   build-test/ install-test/   colcon build of the test-only interface packages in test/interfaces/
+#                     (vision_msgs is not on PyPI); only the tests put it on their paths
 # Then `. scripts/env.sh` gives the environment to run the node, the tests and the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,19 +50,35 @@ link_if_missing "$numpy_include" "$wheel_numpy_include"
 
 # colcon build when the package's build inputs changed (the Python sources are used from the checkout).
 build_stamp="$root/install/.zeroseg-build.sha256"
-build_hash="$(cat package.xml CMakeLists.txt msg/*.msg requirements/ros.txt | sha256sum | cut -d' ' -f1)"
+build_hash="$(cat package.xml CMakeLists.txt msg/*.msg srv/*.srv requirements/ros.txt | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$build_stamp" 2>/dev/null)" != "$build_hash" ]] || [[ ! -d install/share/zeroseg_ros ]]; then
   say "colcon build (message generation) into build/ install/"
   mkdir -p log
   # The venv lives inside the source tree; CMake refuses exported include dirs there, so numpy's headers
   # are named through the link above.
-  if ! colcon build --merge-install --base-paths . \
+  if ! colcon build --merge-install --base-paths . --packages-select zeroseg_ros \
     --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF > log/colcon-build.txt 2>&1; then
     cat log/colcon-build.txt >&2
     say "colcon build failed (full log above)"
     exit 1
   fi
   echo "$build_hash" > "$build_stamp"
+fi
+
+# The test-only interface packages (test/interfaces/: vision_msgs for LabelInfo), built apart from install/ so
+# that the node sees them only where a test puts install-test/ on its paths.
+test_stamp="$root/install-test/.zeroseg-build.sha256"
+test_hash="$(cat test/interfaces/*/package.xml test/interfaces/*/CMakeLists.txt test/interfaces/*/msg/*.msg requirements/ros.txt | sha256sum | cut -d' ' -f1)"
+if [[ "$(cat "$test_stamp" 2>/dev/null)" != "$test_hash" ]]; then
+  say "colcon build (test interfaces) into build-test/ install-test/"
+  mkdir -p log
+  if ! colcon build --merge-install --base-paths test/interfaces --build-base build-test --install-base install-test \
+    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF > log/colcon-build-test.txt 2>&1; then
+    cat log/colcon-build-test.txt >&2
+    say "colcon build of the test interfaces failed (full log above)"
+    exit 1
+  fi
+  echo "$test_hash" > "$test_stamp"
 fi
 
 python -c 'from zeroseg_ros.msg import Segmentation' || { say "zeroseg_ros.msg does not import"; exit 1; }

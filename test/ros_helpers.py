@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,6 +60,41 @@ RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=Rel
 SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+# The test-only interface packages (test/interfaces/: vision_msgs), built by scripts/setup.sh.
+TEST_INSTALL = ROOT / "install-test"
+
+
+def interfaces_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: this process's) with install-test/ on the Python, library and ament paths, so that a
+    child process imports vision_msgs."""
+    env = dict(os.environ if env is None else env)
+    site = TEST_INSTALL / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    for name, path in (("PYTHONPATH", site), ("LD_LIBRARY_PATH", TEST_INSTALL / "lib")):
+        env[name] = f"{path}:{env[name]}" if env.get(name) else str(path)
+    env["AMENT_PREFIX_PATH"] = f"{TEST_INSTALL}:{env.get('AMENT_PREFIX_PATH', '')}"
+    return env
+
+
+def run_python(code: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -c code`` in its own process group, ended (by its PID) when it outlives ``timeout``."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_process_group(process)
+        output, _ = process.communicate()
+        raise AssertionError(f"python -c ... ran past {timeout} s:\n{output}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, output, None)
+
+
 def write_params(path: Path, parameters: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": parameters}}))
     return path
@@ -68,15 +103,31 @@ def write_params(path: Path, parameters: dict[str, Any]) -> Path:
 class NodeProcess:
     """``python -m zeroseg_ros.ros.node`` in its own process group, its output in a log file."""
 
-    def __init__(self, tmp_path: Path, parameters: dict[str, Any], name: str = "zeroseg") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        parameters: dict[str, Any],
+        name: str = "zeroseg",
+        ros_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_path = tmp_path / f"{name}.log"
         params_file = write_params(tmp_path / f"{name}.yaml", parameters)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zeroseg_ros.ros.node", "--ros-args", "--params-file", str(params_file)],
+            [
+                sys.executable,
+                "-m",
+                "zeroseg_ros.ros.node",
+                "--ros-args",
+                "--params-file",
+                str(params_file),
+                *ros_args,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
 
     @property
@@ -95,8 +146,14 @@ class NodeProcess:
 
 
 @contextmanager
-def node_process(tmp_path: Path, parameters: dict[str, Any], name: str = "zeroseg") -> Iterator[NodeProcess]:
-    node = NodeProcess(tmp_path, parameters, name)
+def node_process(
+    tmp_path: Path,
+    parameters: dict[str, Any],
+    name: str = "zeroseg",
+    ros_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[NodeProcess]:
+    node = NodeProcess(tmp_path, parameters, name, ros_args, env)
     try:
         yield node
     finally:
@@ -106,7 +163,7 @@ def node_process(tmp_path: Path, parameters: dict[str, Any], name: str = "zerose
 class Probe:
     """The test side: publishes images and queries, records every message the zeroseg node publishes."""
 
-    OUTPUTS: ClassVar[dict[str, type]] = {"mask": Image, "confidence": Image, "overlay": Image}
+    OUTPUTS: ClassVar[dict[str, type]] = {"mask": Image, "mask_color": Image, "confidence": Image, "overlay": Image}
 
     def __init__(self, namespace: str = "") -> None:
         self.context = rclpy.Context()
@@ -129,6 +186,17 @@ class Probe:
     def _record(self, msg_type: type, topic: str, qos: QoSProfile) -> None:
         name = topic.rsplit("/", 1)[-1]
         self.node.create_subscription(msg_type, topic, lambda msg: self.received[name].append(msg), qos)
+
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = 30.0) -> Any:
+        """Calls service ``name`` like any client would; its response."""
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=10.0), f"service {name} not found"
+            future = client.call_async(request)
+            self.spin_until(future.done, timeout, f"the reply of {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

@@ -1,5 +1,6 @@
 """The zeroseg node end to end, in its own process over FastDDS: frames in, mask/confidence/overlay/
-Segmentation out with the input's header; queries changed at run time; latched queries; parameters."""
+Segmentation out with the input's header; queries changed at run time, from a default-QoS publisher too;
+parameters; a settings change the exported encoder cannot run is refused and leaves the node working."""
 
 from __future__ import annotations
 
@@ -162,21 +163,51 @@ def test_compressed_images_are_segmented(tmp_path: Path) -> None:
         assert mask.header.frame_id == "compressed_camera" and mask.header.stamp.sec == 3
 
 
+# Another process publishes queries the way rclpy's and rclcpp's examples do: create_publisher(String, topic,
+# 10), i.e. reliable, volatile, keep last 10. It waits until the node's subscription matched, publishes once
+# and exits.
+DEFAULT_QOS_PUBLISHER = """
+import sys, time
+import rclpy
+from std_msgs.msg import String
+rclpy.init()
+node = rclpy.create_node("default_qos_queries_publisher")
+publisher = node.create_publisher(String, "queries", 10)
+deadline = time.monotonic() + 30
+while publisher.get_subscription_count() == 0:
+    if time.monotonic() > deadline:
+        sys.exit("the node's queries subscription never matched")
+    rclpy.spin_once(node, timeout_sec=0.05)
+time.sleep(0.5)
+publisher.publish(String(data=sys.argv[1]))
+time.sleep(1.0)
+node.destroy_node()
+rclpy.try_shutdown()
+print("published")
+"""
+
+
 @pytest.mark.timeout(180)
-def test_latched_queries_reach_a_node_started_later(tmp_path: Path) -> None:
-    with probe() as test_probe:
-        test_probe.publish_queries("water, boat")
-        test_probe.spin_for(0.5)
-        with node_process(tmp_path, FAST_NODE_PARAMETERS) as node:
-            test_probe.wait_for_node(node)
-            test_probe.spin_until(lambda: test_probe.received["labels"], 30.0, "labels of the latched queries")
-            assert test_probe.received["labels"][-1].data == "water, boat"
-            grey = np.ascontiguousarray(make_frame(32, 32)[:, :, 0])
-            test_probe.publish_frame(grey, "mono8", stamp_ns=11)
-            test_probe.spin_until(lambda: test_probe.received["segmentation"], 60.0, "a segmentation")
-            test_probe.spin_until(lambda: test_probe.received["overlay"], 10.0, "an overlay")
-            assert list(test_probe.received["segmentation"][-1].labels) == ["water", "boat"]
-            assert test_probe.received["overlay"][-1].encoding == "rgb8"
+def test_queries_from_a_default_qos_publisher_in_another_process_reach_the_node(tmp_path: Path) -> None:
+    from ros_helpers import run_python
+
+    with node_process(tmp_path, {**FAST_NODE_PARAMETERS, "queries": "road, car"}) as node, probe() as test_probe:
+        test_probe.wait_for_node(node)
+        test_probe.spin_until(lambda: test_probe.received["labels"], 30.0, "labels of the queries parameter")
+        assert test_probe.received["labels"][-1].data == "road, car"
+        code = DEFAULT_QOS_PUBLISHER.replace("sys.argv[1]", repr("water, boat"))
+        result = run_python(code, timeout=60.0)
+        assert result.returncode == 0 and "published" in result.stdout, result.stdout
+        test_probe.spin_until(
+            lambda: test_probe.received["labels"][-1].data == "water, boat", 30.0, "labels of the published queries"
+        )
+        grey = np.ascontiguousarray(make_frame(32, 32)[:, :, 0])
+        test_probe.publish_frame(grey, "mono8", stamp_ns=11)
+        test_probe.spin_until(lambda: test_probe.received["segmentation"], 60.0, "a segmentation")
+        test_probe.spin_until(lambda: test_probe.received["overlay"], 10.0, "an overlay")
+        assert list(test_probe.received["segmentation"][-1].labels) == ["water", "boat"]
+        assert test_probe.received["overlay"][-1].encoding == "rgb8"
+        assert "offering incompatible" not in node.log().lower()
 
 
 @pytest.mark.timeout(120)
@@ -241,5 +272,27 @@ def test_an_exported_onnx_encoder_runs_in_the_node(tmp_path: Path) -> None:
         assert (mask.height, mask.width, stamp_ns(mask.header)) == (48, 64, 7)
         assert image_to_array(mask).max() <= 2
         test_probe.spin_until(lambda: test_probe.diagnostics().get("method") == "maskclip", 10.0, "diagnostics")
+
+        # The engine fixes the method: the parameter says so, and another method is refused up front.
+        from rcl_interfaces.srv import GetParameters
+
+        request = GetParameters.Request(names=["method"])
+        assert test_probe.call(GetParameters, "/zeroseg/get_parameters", request).values[0].string_value == "maskclip"
+        refused = set_parameters(test_probe, "zeroseg", method="naclip")[0]
+        assert not refused.successful and "engine computes method 'maskclip'" in refused.reason
+        # A query change in the same request is applied on its own.
+        queries, method = set_parameters(test_probe, "zeroseg", queries="sky, tree, road", method="naclip")
+        assert queries.successful and not method.successful
+        test_probe.spin_until(
+            lambda: test_probe.received["labels"][-1].data == "sky, tree, road", 30.0, "the queries of the batch"
+        )
+        # Later settings changes still work, and frames are still segmented.
+        later = set_parameters(test_probe, "zeroseg", probability_threshold=1.0)[0]
+        assert later.successful, later.reason
+        test_probe.publish_frame(make_frame(48, 64), "rgb8", stamp_ns=8)
+        test_probe.spin_until(lambda: stamp_ns(test_probe.received["mask"][-1].header) == 8, 90.0, "frame 8")
+        assert image_to_array(test_probe.received["mask"][-1]).max() == 0  # threshold 1: all background
+        assert test_probe.diagnostics()["method"] == "maskclip"
         log = node.log()
     assert "exported with method 'maskclip'" in log and "encoder.onnx (64 x 96 input)" in log
+    assert "could not be applied" not in log

@@ -27,6 +27,9 @@ PARAMETERS = {
     "min_object_pixels": 1,  # every pixel of a label belongs to one object: the objects must add up to the mask
     "heatmap_query": "car",
     "warmup_sizes": "",
+    # Random weights: with the default background words and threshold every pixel could go to label 0.
+    "background_words": "",
+    "probability_threshold": 0.0,
 }
 
 

@@ -255,13 +255,23 @@ class Segmenter:
             encoder = self._encoder
             if (new.method, new.neighbourhood_std) != (self._config.method, self._config.neighbourhood_std):
                 encoder = self._make_encoder(new)
+            # All or nothing: a failure (e.g. too many phrases with new background words) keeps every setting.
             self._text.set_templates(new.templates)
-            state = self._text_state(list(self._state.queries), new) if self._state is not None else None
+            try:
+                state = self._text_state(list(self._state.queries), new) if self._state is not None else None
+            except BaseException:
+                self._text.set_templates(self._config.templates)
+                raise
             with self._lock:
                 self._encoder, self._state, self._config = encoder, state, new
                 self._graphs.clear()
                 self._temporal.clear()
             return new
+
+    def check_config(self, config: SegmenterConfig) -> None:
+        """Raises ConfigError when ``config`` cannot be applied to this segmenter (its exported image encoder
+        fixes the method and the crop size), without changing anything."""
+        self._check_engine(config)
 
     def _make_encoder(self, config: SegmenterConfig) -> DenseCLIPEncoder:
         return DenseCLIPEncoder(self._clip.model.visual, config.method, config.neighbourhood_std, self._onednn)

@@ -1,17 +1,29 @@
 """What the node reports on ``/diagnostics``: counters, rates and the latency window, shared by the executor
-thread (frames in) and the inference thread (frames out), and the status built from them once a period."""
+thread (frames in) and the inference thread (frames out), and the status built from them once a period.
+
+The status tells the truth over time (``HealthMonitor``): WARN, then ERROR, when the camera stopped (no frame
+for ``STALE_WARN_PERIODS`` / ``STALE_ERROR_PERIODS`` diagnostics periods after frames arrived), when frames
+arrive but nothing was published for as long, and when most frames of the last ``WINDOW_PERIODS`` periods were
+rejected."""
 
 from __future__ import annotations
 
+import platform
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 LATENCY_WINDOW = 200
+STALE_WARN_PERIODS = 3  # diagnostics periods without a frame (or without output) before WARN
+STALE_ERROR_PERIODS = 10  # ... before ERROR
+WINDOW_PERIODS = 10  # periods over which the rejection ratio is measured
+REJECTION_WARN_RATIO = 0.5  # share of the frames received in the window that were rejected
+REJECTION_ERROR_RATIO = 0.9
 
 
 class RateCounter:
@@ -115,6 +127,85 @@ class FrameStatistics:
         return float(p50), float(p95)
 
 
+class HealthMonitor:
+    """The counts read once per diagnostics period, kept for ``WINDOW_PERIODS`` periods: how many periods in a
+    row had no frame, or frames but no output, and the rejection ratio over the window. ``reset`` when the
+    camera subscription is (re)created, so a pause asked for (deactivate, enable false) is not held against
+    the input."""
+
+    def __init__(self) -> None:
+        self._history: deque[FrameCounts] = deque(maxlen=WINDOW_PERIODS + 1)
+        self._had_input = False  # input is stale only once it has flowed (before: "no images received yet")
+        self.periods_without_input = 0
+        self.periods_without_output = 0
+
+    def reset(self) -> None:
+        self._history.clear()
+        self._had_input = False
+        self.periods_without_input = self.periods_without_output = 0
+
+    def observe(self, counts: FrameCounts, expecting_output: bool) -> None:
+        """One period's reading. ``expecting_output``: queries are set and no warm-up runs, so frames that
+        arrive should come out."""
+        previous = self._history[-1] if self._history else None
+        self._history.append(counts)
+        if previous is None:
+            return
+        received = counts.received - previous.received
+        published = counts.published - previous.published
+        self._had_input = self._had_input or received > 0
+        self.periods_without_input = 0 if received or not self._had_input else self.periods_without_input + 1
+        if published or not received or not expecting_output:
+            self.periods_without_output = 0
+        else:
+            self.periods_without_output += 1
+
+    def rejection_ratio(self) -> tuple[float, int]:
+        """Rejected / received over the window, and the frames received in it."""
+        if len(self._history) < 2:
+            return 0.0, 0
+        first, last = self._history[0], self._history[-1]
+        received = last.received - first.received
+        return ((last.rejected - first.rejected) / received if received else 0.0), received
+
+    def problems(self, period_s: float) -> list[tuple[bytes, str]]:
+        """(level, message) of every current problem, worst first."""
+        found: list[tuple[bytes, str]] = []
+
+        def escalate(periods: int, what: str) -> None:
+            if periods >= STALE_ERROR_PERIODS:
+                found.append((DiagnosticStatus.ERROR, f"{what} for {periods * period_s:.0f} s"))
+            elif periods >= STALE_WARN_PERIODS:
+                found.append((DiagnosticStatus.WARN, f"{what} for {periods * period_s:.0f} s"))
+
+        escalate(self.periods_without_input, "no camera frame")
+        escalate(self.periods_without_output, "frames arrive but no output")
+        ratio, received = self.rejection_ratio()
+        if received:
+            message = f"{ratio:.0%} of {received} frames rejected"
+            if ratio >= REJECTION_ERROR_RATIO:
+                found.append((DiagnosticStatus.ERROR, message))
+            elif ratio >= REJECTION_WARN_RATIO:
+                found.append((DiagnosticStatus.WARN, message))
+        found.sort(key=lambda problem: -problem[0][0])
+        return found
+
+
+def hardware_id(device: str) -> str:
+    """What the node runs on, for ``DiagnosticStatus.hardware_id``: the CUDA device's name or the CPU model."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(torch.device(device))} ({device})"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} (cpu)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} (cpu)"
+
+
 def segmentation_status(
     name: str,
     hardware_id: str,
@@ -123,10 +214,25 @@ def segmentation_status(
     warming_up: bool,
     values: dict[str, str],
     pending_queries: str | None = None,
+    health: HealthMonitor | None = None,
+    period_s: float = 1.0,
+    state: str = "active",
+    enabled: bool = True,
 ) -> DiagnosticStatus:
-    """The node's status: level and message from the counts, then ``values`` and the counts as key-values."""
+    """The node's status: level and message from the lifecycle state, the enable switch, the counts and their
+    history (``health``, observed once per period), then ``values`` and the counts as key-values."""
     status = DiagnosticStatus(name=name, hardware_id=hardware_id)
-    if not has_queries:
+    problems = health.problems(period_s) if health is not None and state == "active" and enabled else []
+    if problems and counts.newly_lost:  # named with the others: the loss may be why no frame arrives
+        problems.append((DiagnosticStatus.WARN, f"{counts.newly_lost} frames lost in transport"))
+    if state != "active":
+        status.level, status.message = DiagnosticStatus.OK, f"{state}: not segmenting (lifecycle)"
+    elif not enabled:
+        status.level, status.message = DiagnosticStatus.OK, "disabled: camera unsubscribed (enable service)"
+    elif problems:
+        status.level = problems[0][0]
+        status.message = "; ".join(message for _, message in problems)
+    elif not has_queries:
         pending = " (encoding the requested ones)" if pending_queries else ""
         status.level, status.message = DiagnosticStatus.WARN, f"waiting for queries{pending}"
     elif counts.newly_lost:
@@ -140,6 +246,8 @@ def segmentation_status(
     else:
         status.level, status.message = DiagnosticStatus.OK, "segmenting"
     values = {
+        "lifecycle_state": state,
+        "enabled": str(enabled).lower(),
         **values,
         "frames_received": str(counts.received),
         "frames_published": str(counts.published),

@@ -59,7 +59,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "queries",
         "",
         'Comma-separated labels, "|" between synonyms, e.g. "person|pedestrian, traffic cone". The queries '
-        "topic sets the same list; the last one received wins.",
+        "topic and the set_queries service set the same list; the last one received wins. The way to give "
+        "queries before the node starts.",
         runtime=True,
     ),
     ParamSpec(
@@ -69,6 +70,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         runtime=True,
         minimum=1,
         maximum=4096,
+    ),
+    # --- life cycle
+    ParamSpec(
+        "autostart",
+        True,
+        "Configure and activate at start (ros2 run, the launch file). false: the node waits unconfigured for a "
+        "lifecycle manager (configure loads the model, activate subscribes and publishes).",
+        runtime=False,
     ),
     # --- model (fixed at start-up: changing it means loading another network)
     ParamSpec("model", _MODEL.name, "open_clip model name, e.g. ViT-B-16.", runtime=False),
@@ -221,6 +230,25 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_overlay", True, "Publish the colour overlay with a legend.", runtime=True),
     ParamSpec("publish_segmentation", True, "Publish the zeroseg_ros/Segmentation message.", runtime=True),
     ParamSpec(
+        "publish_mask_color",
+        True,
+        "Publish mask_color: the label mask in the overlay's colours (rgb8), for RViz (which shows mono8 "
+        "label values 1..N as almost black).",
+        runtime=True,
+    ),
+    ParamSpec(
+        "publish_mask_compressed",
+        False,
+        "Also publish mask/compressed: the label mask as a lossless PNG (a fraction of the bandwidth).",
+        runtime=True,
+    ),
+    ParamSpec(
+        "publish_overlay_compressed",
+        False,
+        "Also publish overlay/compressed: the overlay as a JPEG (quality 90), for remote viewing.",
+        runtime=True,
+    ),
+    ParamSpec(
         "overlay_alpha", 0.5, "Opacity of the label colours in the overlay.", runtime=True, minimum=0.0, maximum=1.0
     ),
     ParamSpec("overlay_legend", True, "Draw the label legend on the overlay.", runtime=True),
@@ -303,10 +331,16 @@ SEGMENTER_FIELDS = (
 )
 
 
-def check_value(spec: ParamSpec, value: ParamValue) -> str | None:
-    """Why ``value`` is not acceptable for ``spec`` (None when it is)."""
+_TYPE_NAMES = {bool: "boolean (true/false)", int: "integer", float: "number", str: "string"}
+
+
+def check_value(spec: ParamSpec, value: object) -> str | None:
+    """Why ``value`` is not acceptable for ``spec`` (None when it is). An integer is accepted for a double
+    parameter (YAML's ``1`` for ``1.0``), as ROS users expect."""
     if type(value) is not type(spec.default) and not (isinstance(spec.default, float) and type(value) is int):
-        return f"{spec.name} must be a {type(spec.default).__name__}, got {value!r}"
+        shown = "nothing" if value is None else f"{value!r} ({_TYPE_NAMES.get(type(value), type(value).__name__)})"
+        expected = _TYPE_NAMES[type(spec.default)]
+        return f"{spec.name} must be {'an' if expected[0] in 'aeiou' else 'a'} {expected}, got {shown}"
     if spec.choices and value not in spec.choices:
         return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
     if spec.minimum is not None and value < spec.minimum:  # type: ignore[operator]
@@ -319,6 +353,17 @@ def check_value(spec: ParamSpec, value: ParamValue) -> str | None:
         except ConfigError as error:
             return f"{spec.name}: {error}"
     return None
+
+
+def coerce(spec: ParamSpec, value: object) -> ParamValue:
+    """``value`` checked for ``spec`` and in its type (an integer for a double becomes a float); raises
+    ConfigError naming the parameter, the value and what is allowed."""
+    reason = check_value(spec, value)
+    if reason:
+        raise ConfigError(reason)
+    if isinstance(spec.default, float):
+        return float(value)  # type: ignore[arg-type]
+    return value  # type: ignore[return-value]
 
 
 def model_config(values: dict[str, ParamValue]) -> ModelConfig:
@@ -357,11 +402,16 @@ def descriptor(name: str) -> ParameterDescriptor:
         constraints.append(f"one of: {', '.join(spec.choices)}")
     if not spec.runtime:
         constraints.append("fixed at start-up (restart the node to change it)")
+    if isinstance(spec.default, float):
+        constraints.append("an integer is accepted")
+    # dynamic_typing: the node checks types itself (check_value), so that a YAML integer for a double is
+    # accepted and a wrong type is refused with a clear reason instead of an exception in rclpy.
     result = ParameterDescriptor(
         name=name,
         description=spec.description,
         additional_constraints="; ".join(constraints),
         read_only=not spec.runtime,
+        dynamic_typing=True,
     )
     if spec.minimum is not None and spec.maximum is not None:
         if isinstance(spec.default, float):

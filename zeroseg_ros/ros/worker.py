@@ -16,10 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from zeroseg_ros.core.errors import InvalidQueryError, ZerosegError
+from zeroseg_ros.core.errors import ZerosegError
 from zeroseg_ros.core.segmenter import Segmenter
 
 WARM_SIZES_KEPT = 4  # frame sizes kept ready: those of warmup_sizes, then the latest seen
+
+# Told when queries put in the mailbox are in use (their labels, "") or were not applied (None, the reason).
+QueriesDone = Callable[[tuple[str, ...] | None, str], None]
 
 
 @dataclass
@@ -45,6 +48,9 @@ class WorkerHandler(Protocol):
     def encoding_progress(self, done: int, total: int) -> None: ...
 
     def queries_rejected(self, reason: str) -> None: ...
+
+    def config_failed(self, parameters: dict[str, Any], reason: str) -> None:
+        """Settings that could not be applied (the segmenter kept its previous ones)."""
 
     def frame_failed(self, reason: str, unexpected: bool) -> None: ...
 
@@ -74,6 +80,7 @@ class InferenceWorker:
         self._frame: Frame | None = None
         self._changes = threading.Condition(self._wake)  # same lock: the text thread's own wake-up
         self._pending_queries: str | None = None
+        self._queries_done: list[QueriesDone] = []
         self._pending_config: dict[str, Any] = {}
         self._requested = 0.0  # time.monotonic() of the pending queries' request (else of a pending setting)
         self.pending_queries: str | None = None
@@ -96,8 +103,12 @@ class InferenceWorker:
     def stop(self) -> None:
         with self._wake:
             self._stopping = True
+            self._frame = None
+            waiting, self._queries_done = self._queries_done, []
             self._wake.notify_all()
             self._changes.notify_all()
+        for done in waiting:
+            done(None, "the node stopped segmenting before the queries were applied")
         for thread in (self._thread, self._text_thread):
             if thread.is_alive():
                 thread.join(timeout=10.0)
@@ -111,12 +122,22 @@ class InferenceWorker:
             self._wake.notify()
         return replaced
 
-    def put_queries(self, text: str) -> None:
-        """New query text, encoded beside the running pipeline; a newer one replaces one not yet started."""
+    def drop_frame(self) -> bool:
+        """Forgets the frame waiting in the mailbox (the node stopped taking frames); True when there was one."""
         with self._wake:
+            dropped, self._frame = self._frame is not None, None
+        return dropped
+
+    def put_queries(self, text: str, done: QueriesDone | None = None) -> None:
+        """New query text, encoded beside the running pipeline; ``done`` is told when they are in use or
+        refused. Queries not yet started are replaced by newer ones (their ``done`` is told so)."""
+        with self._wake:
+            replaced, self._queries_done = self._queries_done, [done] if done else []
             self._pending_queries = self.pending_queries = text
             self._requested = time.monotonic()  # these queries' own request: an older one is replaced
             self._changes.notify_all()
+        for waiting in replaced:
+            waiting(None, "replaced by newer queries before they were applied")
 
     def put_config(self, parameters: dict[str, Any]) -> None:
         """Changed segmentation parameters, prepared like queries and applied before them."""
@@ -134,33 +155,39 @@ class InferenceWorker:
                 if self._stopping:
                     return
                 queries, self._pending_queries = self._pending_queries, None
+                done, self._queries_done = self._queries_done, []
                 config, self._pending_config = self._pending_config, {}
                 requested = self._requested
-            try:
-                if config:
-                    self._segmenter.update_config(**self._handler.segmenter_changes(config))
-                if queries is not None:
-                    self._apply_queries(queries, requested)
-            except ZerosegError as error:
-                self._handler.frame_failed(str(error), unexpected=False)
-            except Exception as error:  # a bug must not kill the node: log it, go on with the next change
-                if not self._is_running():
-                    return
-                self._handler.frame_failed(f"unexpected {type(error).__name__}: {error}", unexpected=True)
-            finally:
-                with self._wake:
-                    if self._pending_queries is None and not self._pending_config:
-                        self.pending_queries, self._requested = None, 0.0
-                    self._changed = True
-                    self._wake.notify_all()
+            # Settings and queries are applied apart: a refused setting does not lose the queries.
+            if config:
+                self._apply_config(config)
+            if queries is not None:
+                self._apply_queries(queries, done, requested)
+            with self._wake:
+                if self._pending_queries is None and not self._pending_config:
+                    self.pending_queries, self._requested = None, 0.0
+                self._changed = True
+                self._wake.notify_all()
 
-    def _apply_queries(self, text: str, requested: float) -> None:
+    def _apply_config(self, config: dict[str, Any]) -> None:
+        try:
+            self._segmenter.update_config(**self._handler.segmenter_changes(config))
+        except Exception as error:  # the segmenter keeps its settings; the node rolls its parameters back
+            self._handler.config_failed(config, f"{type(error).__name__}: {error}")
+
+    def _apply_queries(self, text: str, done: list[QueriesDone], requested: float) -> None:
         try:
             self._segmenter.set_queries(text, progress=self._handler.encoding_progress)
-        except InvalidQueryError as error:
-            self._handler.queries_rejected(str(error))
+        except Exception as error:  # refused (InvalidQueryError) or failed: the previous queries stay
+            reason = str(error) if isinstance(error, ZerosegError) else f"{type(error).__name__}: {error}"
+            self._handler.queries_rejected(reason)
+            for waiting in done:
+                waiting(None, reason)
             return
-        self._handler.queries_applied(self._segmenter.labels, time.monotonic() - requested)
+        labels = self._segmenter.labels
+        self._handler.queries_applied(labels, time.monotonic() - requested)
+        for waiting in done:
+            waiting(labels, "")
 
     # ------------------------------------------------------------------ the inference thread
     def _take_work(self) -> tuple[Frame | None, bool]:
