@@ -112,7 +112,8 @@ if [[ "$(cat "$stamp310" 2>/dev/null)" != "$requirements_hash" ]]; then
     -c "$venv/core-less-constraints.txt" numpy opencv-python-headless PyYAML pytest pytest-timeout
   echo "$requirements_hash" > "$stamp310"
 fi
-# test/conftest.py imports torch: --noconftest. These files import neither torch nor rclpy.
+# test/conftest.py imports torch: --noconftest. These files import neither torch nor rclpy (test_image_codec
+# skips itself where the sensor_msgs wheel is missing, as in this venv).
 say "Python 3.10 ($python310): the tests without torch and rclpy"
 PYTHONPATH="$root" "$venv310/bin/python" -m pytest -ra -p no:cacheprovider --noconftest \
   test/test_image_codec.py test/test_overlay.py test/test_ros_env.py test/test_launch.py test/test_package.py \
