@@ -2,12 +2,13 @@
 
     ros2 launch zeroseg_ros zeroseg.launch.py image:=/camera/image_raw queries:="person, traffic cone"
 
-Arguments: image (camera topic), params_file, namespace (where the node's topics live: <namespace>/mask,
-/overlay, ...), rviz (open config/zeroseg.rviz with the input, colour mask and overlay), fastdds_profile (the
-Fast DDS profile of the processes launched here: config/fastdds_large_frames.xml unless one is exported; a
-file; or none), and the node parameters of NODE_PARAMETER_ARGUMENTS (queries, model, device, short_side,
-reliable, use_compressed, ...). A node parameter argument left empty (the default) is not passed at all, so
-params_file decides it. Works on Humble, Jazzy and Kilted.
+Arguments: image (camera topic), depth and camera_info (with use_depth:=true: the registered depth image and
+the colour camera's info; camera_info defaults to the one beside image), params_file, namespace (where the
+node's topics live: <namespace>/mask, /overlay, ...), rviz (open config/zeroseg.rviz with the input, colour
+mask and overlay), fastdds_profile (the Fast DDS profile of the processes launched here:
+config/fastdds_large_frames.xml unless one is exported; a file; or none), and the node parameters of
+NODE_PARAMETER_ARGUMENTS (queries, model, device, short_side, reliable, use_compressed, ...). A node parameter
+argument left empty (the default) is not passed at all, so params_file decides it. Works on Humble, Jazzy and Kilted.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ NODE_PARAMETER_ARGUMENTS = (
     "max_rate",
     "reliable",
     "use_compressed",
+    "quick_gelu",
+    "use_depth",
 )
 # RViz shows these fixed topics (config/zeroseg.rviz); the launch file remaps them to the real ones. The input
 # display subscribes through image_transport, which picks the transport from the topic's last name:
@@ -142,6 +145,8 @@ def _launch_setup(context: LaunchContext) -> list:
         return LaunchConfiguration(name).perform(context)
 
     image = argument("image")
+    # image_transport's convention: the camera info beside the image (/camera/image_raw -> /camera/camera_info).
+    camera_info = argument("camera_info").strip() or f"{image.rsplit('/', 1)[0]}/camera_info"
     namespace = argument("namespace").strip("/")
     params_file = argument("params_file")
     overrides = node_parameter_overrides({name: argument(name) for name in NODE_PARAMETER_ARGUMENTS})
@@ -164,7 +169,12 @@ def _launch_setup(context: LaunchContext) -> list:
             name=NODE_NAME,
             namespace=namespace,
             parameters=parameters,
-            remappings=[("image", image), ("image/compressed", f"{image}/compressed")],
+            remappings=[
+                ("image", image),
+                ("image/compressed", f"{image}/compressed"),
+                ("depth", argument("depth")),
+                ("camera_info", camera_info),
+            ],
             additional_env=environment,
             output="screen",
             emulate_tty=True,
@@ -205,6 +215,16 @@ def generate_launch_description() -> LaunchDescription:
     return LaunchDescription(
         [
             DeclareLaunchArgument("image", default_value="/camera/image_raw", description="camera image topic"),
+            DeclareLaunchArgument(
+                "depth",
+                default_value="/camera/depth/image_raw",
+                description="depth image registered to the colour camera (read with use_depth:=true)",
+            ),
+            DeclareLaunchArgument(
+                "camera_info",
+                default_value="",
+                description="the colour camera's CameraInfo (use_depth:=true); empty: camera_info beside image",
+            ),
             DeclareLaunchArgument(
                 "params_file",
                 default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "zeroseg.yaml"]),

@@ -17,7 +17,7 @@ from zeroseg_ros.core.config import ModelConfig
 
 @pytest.fixture(scope="session")
 def random_model_config() -> ModelConfig:
-    return ModelConfig(name="ViT-B-16", random_init=True, device="cpu")
+    return ModelConfig(name="ViT-B-16", random_init=True, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="session")

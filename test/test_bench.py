@@ -71,3 +71,39 @@ def test_benchmark_with_an_exported_engine(tmp_path: Path) -> None:
     # The engine decides the method (the default would be naclip) and the model input size.
     assert row["method"] == "sclip" and row["model_input"] == [64, 96]
     assert "OnnxImageEncoder" in row["engine"]
+
+
+def test_spatial_benchmark_reports_each_stage_its_share_of_the_frame_and_flicker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--spatial", "--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64"]
+    argv += ["--sizes", "96x64", "--templates", "none", "--iterations", "2", "--warmup", "0"]
+    assert bench_cli.main([*argv, "--json", str(tmp_path / "spatial.json")]) == 0
+    report = json.loads((tmp_path / "spatial.json").read_text())
+    assert set(report["frame_ms"]) == {"plain", "heatmap", "temporal_smoothing_0.5"}
+    for mask in ("segmenter", "busy"):
+        entry = report["masks"][mask]
+        assert set(entry["stages_ms"]) == {
+            "objects_2d",
+            "depth_to_metres",
+            "points",
+            "objects_3d",
+            "objects_msg_2d",
+            "markers_msg_2d",
+            "points_msg",
+            "objects_msg_3d",
+            "markers_msg_3d",
+        }
+        with_depth = sum(
+            entry["stages_ms"][s]["p50"]
+            for s in ("depth_to_metres", "points", "points_msg", "objects_3d", "objects_msg_3d", "markers_msg_3d")
+        )
+        assert entry["with_depth_p50_ms"] == pytest.approx(with_depth)
+        share = 100 * with_depth / report["frame_ms"]["plain"]["p50"]
+        assert entry["with_depth_p50_percent_of_frame"] == pytest.approx(share)
+        assert entry["with_depth_cpu_p50_ms"] > 0 and entry["without_depth_cpu_p50_percent_of_frame"] > 0
+    assert report["masks"]["busy"]["objects"] > report["masks"]["segmenter"]["objects"] >= 1
+    flicker = report["flicker"]["by_temporal_smoothing"]
+    assert set(flicker) == {"0.0", "0.5", "0.8"} and all(0 <= f <= 1 for f in flicker.values())
+    table = capsys.readouterr().out
+    assert "| total with depth (share of the frame) |" in table and "Flicker (12 frames" in table

@@ -56,7 +56,7 @@ def segmenter() -> Segmenter:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # Without oneDNN: the encoder then runs the code it runs on CUDA.
-        model = ModelConfig(name="ViT-S-16", random_init=True, device="cpu")
+        model = ModelConfig(name="ViT-S-16", random_init=True, device="cpu", precision="fp32")
         return Segmenter(model, SegmenterConfig(templates="none"), onednn=False)
 
 
@@ -69,7 +69,8 @@ def traced_frame(segmenter: Segmenter, **config: object) -> list[str]:
     segmenter.segment(image, "bgr", overlay_alpha=0.5)
     frame, bgr = torch.from_numpy(image), channel_index(True, segmenter.device)
     untimed = _StageTimer(segmenter.device, False)
-    with OpTrace() as trace:
+    # In inference mode, as Segmenter.segment runs it (the moving average's buffers are inference tensors).
+    with torch.inference_mode(), OpTrace() as trace:
         segmenter._infer(frame, bgr, segmenter._state, untimed, 0.5)
     return trace.ops
 
@@ -87,6 +88,13 @@ def test_refinement_and_sliding_windows_record_without_host_synchronisation(
 ) -> None:
     ops = traced_frame(segmenter, method="naclip", background_words=(), **options)
     assert not NOT_RECORDABLE & set(ops)
+
+
+def test_temporal_smoothing_and_the_heatmap_record_without_host_synchronisation(segmenter: Segmenter) -> None:
+    ops = traced_frame(segmenter, method="naclip", background_words=(), temporal_smoothing=0.5, heatmap_query="car")
+    assert {"aten::log", "aten::clamp_min"} <= set(ops)  # the moving average ran in the traced part
+    assert not NOT_RECORDABLE & set(ops)
+    segmenter.update_config(temporal_smoothing=0.0, heatmap_query="")
 
 
 def test_the_trace_catches_a_host_synchronisation() -> None:

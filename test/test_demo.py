@@ -82,7 +82,12 @@ def test_main_job_with_random_weights_writes_overlays_and_masks(tmp_path: Path) 
     assert result.returncode == 0, output
     assert output.count("RANDOM WEIGHTS") >= 2, "the smoke test must say loudly that its masks mean nothing"
     # The node ran with the parameters file (method) and the command-line overrides (model).
-    assert re.search(r"model ViT-S-16 \(random initialisation\) on cpu \(PyTorch fp32[^)]*\), method clearclip", output)
+    # precision auto (config/zeroseg.yaml): bf16 or fp32 as the CPU allows, named with its reason.
+    assert re.search(
+        r"model ViT-S-16 \(random initialisation\) on cpu \(PyTorch (fp32|bf16)[^)]*\), method clearclip; "
+        r"precision (fp32|bf16) \(auto: ",
+        output,
+    )
     overlays = sorted(out.glob("overlay_*.png"))
     masks = sorted(out.glob("mask_*.png"))
     assert len(overlays) == 3 and len(masks) == 3

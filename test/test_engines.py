@@ -14,7 +14,7 @@ from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.segmenter import Segmenter
 from zeroseg_ros.engines.runners import OnnxImageEncoder, cached_onnx_encoder, load_image_encoder
 
-MODEL = ModelConfig(name="ViT-S-32", random_init=True, device="cpu")
+MODEL = ModelConfig(name="ViT-S-32", random_init=True, device="cpu", precision="fp32")
 CONFIG = SegmenterConfig(method="naclip", short_side=96, templates="none")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import pytest
 
@@ -10,7 +11,8 @@ from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.vocab import load_vocabulary
 from zeroseg_ros.tools.evaluation.cli import model_config_from_eval_args, protocol_from_args, register
 from zeroseg_ros.tools.evaluation.datasets import DATASETS
-from zeroseg_ros.tools.evaluation.presets import PRESETS, resolve_protocol
+from zeroseg_ros.tools.evaluation.presets import PRESETS, REFERENCES, Protocol, resolve_protocol
+from zeroseg_ros.tools.evaluation.report import published, published_for
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -27,16 +29,17 @@ def test_every_preset_covers_every_dataset_with_all_classes(preset: str, dataset
         assert protocol.segmenter.probability_threshold == 0.0
 
 
+def _window(protocol: Protocol) -> tuple[int, int, int]:
+    return protocol.segmenter.short_side, protocol.segmenter.slide_crop, protocol.segmenter.slide_stride
+
+
 def test_sclip_settings_from_its_configs() -> None:
     voc21 = resolve_protocol("sclip", "voc21")
-    assert (voc21.segmenter.short_side, voc21.segmenter.slide_crop, voc21.segmenter.slide_stride) == (
-        336,
-        224,
-        112,
-    )
+    assert _window(voc21) == (336, 224, 112)
     assert voc21.segmenter.logit_scale == 65.0
     assert voc21.segmenter.probability_threshold == 0.1
     assert voc21.area_threshold == 0.1
+    assert voc21.precision == "fp16"
     assert voc21.segmenter.background_words == tuple(load_vocabulary("voc21")[0].split("|"))
     assert voc21.queries == tuple(load_vocabulary("voc21")[1:])
     assert resolve_protocol("sclip", "context60").segmenter.logit_scale == 50.0
@@ -45,31 +48,97 @@ def test_sclip_settings_from_its_configs() -> None:
     assert not resolve_protocol("sclip", "ade20k").segmenter.pamr
 
 
-def test_naclip_settings_from_its_configs() -> None:
-    for dataset in DATASETS:
-        protocol = resolve_protocol("naclip", dataset)
-        assert protocol.segmenter.pamr
-        assert protocol.segmenter.logit_scale == 40.0
-        assert protocol.area_threshold is None
-    assert resolve_protocol("naclip", "coco-object").segmenter.probability_threshold == 0.1
-    assert resolve_protocol("naclip", "cityscapes").segmenter.short_side == 560
+# sinahmr/NACLIP@0cac3a6 (v2): configs/cfg_<dataset>.py over naclip.py's defaults (224 / 112, logit scale 40, PAMR)
+NACLIP_V2 = {
+    # dataset: (short side, slide_crop, slide_stride, probability threshold)
+    "voc21": (336, 0, 112, 0.1),
+    "voc20": (336, 0, 112, 0.0),
+    "context60": (336, 224, 112, 0.1),
+    "context59": (336, 224, 112, 0.0),
+    "coco-object": (336, 224, 112, 0.1),
+    "coco-stuff": (336, 224, 112, 0.0),
+    "cityscapes": (560, 224, 112, 0.0),
+    "ade20k": (336, 224, 112, 0.0),
+}
+
+
+@pytest.mark.parametrize(("dataset", "expected"), NACLIP_V2.items())
+def test_naclip_settings_are_those_of_its_v2_commit(dataset: str, expected: tuple[int, int, int, float]) -> None:
+    protocol = resolve_protocol("naclip", dataset)
+    assert (*_window(protocol), protocol.segmenter.probability_threshold) == expected
+    assert protocol.segmenter.pamr
+    assert protocol.segmenter.logit_scale == 40.0
+    assert protocol.area_threshold is None
+    assert protocol.precision == "fp16"
+    assert protocol.vocabulary == dataset  # NACLIP's class files are SCLIP's
 
 
 def test_clearclip_settings_from_its_configs() -> None:
     voc21 = resolve_protocol("clearclip", "voc21")
-    assert (voc21.segmenter.short_side, voc21.segmenter.slide_crop, voc21.segmenter.slide_stride) == (
-        448,
-        448,
-        224,
-    )
+    assert _window(voc21) == (448, 448, 224)
     assert voc21.segmenter.logit_scale == 50.0
     assert voc21.segmenter.probability_threshold == 0.5
-    assert voc21.segmenter.background_words == ("background",)
-    assert voc21.vocabulary == "voc21-clearclip"
     assert voc21.precision == "fp16"
     assert resolve_protocol("clearclip", "context60").segmenter.probability_threshold == 0.15
     assert resolve_protocol("clearclip", "coco-object").segmenter.probability_threshold == 0.4
-    assert resolve_protocol("clearclip", "cityscapes").segmenter.slide_crop == 224
+    assert _window(resolve_protocol("clearclip", "cityscapes")) == (448, 224, 224)
+    assert not any(resolve_protocol("clearclip", dataset).segmenter.pamr for dataset in DATASETS)
+
+
+def test_clearclip_presets_use_clearclips_own_class_names() -> None:
+    # mc-lan/ClearCLIP@ad68a40 configs/cls_voc21.txt, cls_voc20.txt, cls_coco_object.txt: one name per class
+    voc21 = resolve_protocol("clearclip", "voc21")
+    voc20 = resolve_protocol("clearclip", "voc20")
+    coco = resolve_protocol("clearclip", "coco-object")
+    assert (voc21.vocabulary, voc20.vocabulary, coco.vocabulary) == (
+        "voc21-clearclip",
+        "voc20-clearclip",
+        "coco-object-clearclip",
+    )
+    for protocol in (voc21, voc20, coco):
+        assert not any("|" in query for query in protocol.queries)
+    assert voc21.segmenter.background_words == ("background",)
+    assert coco.segmenter.background_words == ("background",)
+    assert voc21.queries == voc20.queries
+    assert (voc20.queries[14], voc20.queries[19]) == ("person", "tvmonitor")
+    assert coco.queries[:3] == ("person", "bicycle", "car")
+    # every other COCO-Object line is SCLIP's
+    assert coco.queries[1:] == resolve_protocol("sclip", "coco-object").queries[1:]
+
+
+def test_every_preset_names_a_full_reference_commit() -> None:
+    assert set(REFERENCES) == set(PRESETS)
+    for preset, reference in REFERENCES.items():
+        assert re.fullmatch(r"[0-9a-f]{40}", reference.commit), preset
+        protocol = resolve_protocol(preset, "voc21")
+        assert protocol.reference == reference
+        assert protocol.summary()["reference"] == {"repository": reference.repository, "commit": reference.commit}
+    assert REFERENCES["naclip"].commit.startswith("0cac3a6")  # the v2 configs, with the v2 README numbers
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_numbers_beside_a_preset_come_from_its_commit(preset: str, dataset: str) -> None:
+    commit = REFERENCES[preset].commit
+    reference, others = published_for(dataset, commit)
+    entries = [e for e in published()["results"] if e["commit"] == commit and dataset in e["miou"]]
+    assert [row["miou"] for row in reference] == [entry["miou"][dataset] for entry in entries]
+    assert all(row["commit"] == commit for row in reference)
+    assert all(row["commit"] != commit for row in others)
+
+
+def test_naclip_is_shown_with_the_v2_readme_numbers() -> None:
+    # sinahmr/NACLIP README.md: 62.36 / 80.60 / 25.18 before v2, 64.07 / 83.03 / 25.69 at 1e38f33 and 0cac3a6
+    commit = REFERENCES["naclip"].commit
+    shown = {dataset: [row["miou"] for row in published_for(dataset, commit)[0]] for dataset in DATASETS}
+    assert (shown["voc21"], shown["voc20"], shown["coco-stuff"]) == ([64.07], [83.03], [25.69])
+
+
+def test_changed_settings_are_named() -> None:
+    assert resolve_protocol("naclip", "voc21").changed_from_preset() == []
+    changed = resolve_protocol("naclip", "voc21", {"slide_crop": 224, "pamr": False, "vocabulary": "voc21-clearclip"})
+    assert changed.changed_from_preset() == ["background_words", "pamr", "slide_crop", "vocabulary"]
+    assert changed.summary()["changed_from_preset"] == changed.changed_from_preset()
 
 
 def test_overrides_win_and_none_means_keep() -> None:

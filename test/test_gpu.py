@@ -92,7 +92,7 @@ def test_half_precision_is_close_to_fp32(frame: np.ndarray, eager_fp32, precisio
 
 def test_cpu_and_cuda_agree(frame: np.ndarray, eager_fp32) -> None:
     torch.manual_seed(0)
-    cpu = Segmenter(ModelConfig(name="ViT-B-16", random_init=True, device="cpu"), CONFIG)
+    cpu = Segmenter(ModelConfig(name="ViT-B-16", random_init=True, device="cpu", precision="fp32"), CONFIG)
     cpu.set_queries(QUERIES)
     result = cpu.segment(frame)
     np.testing.assert_allclose(result.confidence, eager_fp32.confidence, atol=1e-3)

@@ -46,7 +46,7 @@ def padded_message(pixels: np.ndarray, encoding: str, padding: int, big_endian: 
     return msg
 
 
-@pytest.mark.parametrize("encoding", [*ENCODINGS, "32FC1"])
+@pytest.mark.parametrize("encoding", [*ENCODINGS, "32FC1", "16UC1"])
 @pytest.mark.parametrize("padding", [0, 3, 64])
 @pytest.mark.parametrize("big_endian", [False, True])
 def test_numpy_path_reads_every_encoding_with_padding_and_byte_order(
@@ -59,7 +59,7 @@ def test_numpy_path_reads_every_encoding_with_padding_and_byte_order(
     np.testing.assert_array_equal(decoded, pixels)
 
 
-@pytest.mark.parametrize("encoding", [*ENCODINGS, "32FC1"])
+@pytest.mark.parametrize("encoding", [*ENCODINGS, "32FC1", "16UC1"])
 def test_array_to_image_round_trips(encoding: str) -> None:
     pixels = random_pixels(encoding, np.random.default_rng(1))
     header = sensor_msgs.Image().header

@@ -22,10 +22,11 @@ from zeroseg_ros.ros.params import PARAMETERS
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "zeroseg.launch.py"
 # Launch arguments of the launch file itself; the node parameter arguments are NODE_PARAMETER_ARGUMENTS.
-LAUNCH_ARGUMENTS = {"image", "params_file", "namespace", "rviz", "fastdds_profile"}
+LAUNCH_ARGUMENTS = {"image", "depth", "camera_info", "params_file", "namespace", "rviz", "fastdds_profile"}
 NODE_PARAMETER_ARGUMENTS = {
     "queries", "model", "pretrained", "checkpoint", "cache_dir", "random_weights", "image_encoder_engine", "device",
     "precision", "onednn", "method", "short_side", "probability_threshold", "max_rate", "reliable", "use_compressed",
+    "quick_gelu", "use_depth",
 }  # fmt: skip
 RVIZ_FILES = ("zeroseg.rviz", "zeroseg_compressed.rviz")
 RVIZ_PLACEHOLDERS = {"/zeroseg_rviz/input", "/zeroseg_rviz/mask_color", "/zeroseg_rviz/overlay"}
@@ -47,9 +48,13 @@ def module_constants(tree: ast.Module) -> dict[str, object]:
     constants: dict[str, object] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Constant, ast.Tuple)):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:  # a tuple of names or calls: not a constant
+                continue
             for target in node.targets:
                 if isinstance(target, ast.Name):
-                    constants[target.id] = ast.literal_eval(node.value)
+                    constants[target.id] = value
     return constants
 
 
@@ -76,9 +81,15 @@ def setup_console_scripts() -> set[str]:
 
 
 def node_subscriptions() -> set[str]:
-    """Topics node.py subscribes to: create_subscription's literal topics, and the ``*_TOPIC`` constants used in
-    the functions that call it."""
-    tree = ast.parse((ROOT / "zeroseg_ros" / "ros" / "node.py").read_text())
+    """Topics the node's modules (zeroseg_ros/ros/) subscribe to: create_subscription's literal topics, and the
+    ``*_TOPIC`` constants used in the functions that call it."""
+    topics: set[str] = set()
+    for path in sorted((ROOT / "zeroseg_ros" / "ros").glob("*.py")):
+        topics |= module_subscriptions(ast.parse(path.read_text()))
+    return topics
+
+
+def module_subscriptions(tree: ast.Module) -> set[str]:
     constants = module_constants(tree)
     topics: set[str] = set()
     for function in (node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)):
@@ -119,12 +130,13 @@ def test_node_parameter_arguments_are_node_parameters() -> None:
 
 
 def test_every_name_value_setting_in_the_docs_is_a_launch_argument() -> None:
-    """``name:=value`` in the README and docs is launch argument syntax (``-p name:=value`` is a node
-    parameter of ``ros2 run``): ros2 launch silently ignores a name it does not declare."""
+    """``name:=value`` in the README and docs is launch argument syntax (``-p name:=value`` and ``-r
+    name:=value`` are a node parameter and a remapping of ``ros2 run``): ros2 launch silently ignores a name it
+    does not declare."""
     documented: dict[str, set[str]] = {}
     for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for match in re.finditer(r"(-p\s+)?\b([a-z_]+):=", page.read_text()):
-            if not match.group(1):
+        for match in re.finditer(r"(-[pr]\s+)?\b([a-z_]+):=", page.read_text()):
+            if not match.group(1):  # -p/-r name:=value: a parameter or remapping of `ros2 run`
                 documented.setdefault(match.group(2), set()).add(page.name)
     assert documented, "the README shows no launch argument"
     undeclared = {
@@ -160,7 +172,7 @@ def test_launch_remaps_only_topics_the_node_subscribes_to() -> None:
     remappings = keyword_value(zeroseg_node_call(launch_tree()), "remappings", {})
     assert isinstance(remappings, ast.List)
     sources = {pair.elts[0].value for pair in remappings.elts}
-    assert sources == {"image", "image/compressed"}
+    assert sources == {"image", "image/compressed", "depth", "camera_info"}
     assert sources <= node_subscriptions()
 
 
@@ -440,3 +452,20 @@ def test_launch_description_with_ros2_launch(tmp_path: Path, monkeypatch: pytest
     assert node.node_package == "zeroseg_ros"
     assert node.node_executable == "zeroseg_node"
     assert rviz.node_executable == "rviz2"
+
+
+@pytest.mark.parametrize(
+    ("given", "camera_info"),
+    [({}, "/front/camera_info"), ({"camera_info": "/front/color/camera_info"}, "/front/color/camera_info")],
+)
+def test_depth_and_camera_info_are_remapped_beside_the_image(
+    stub_launch: types.ModuleType, params_file: Path, given: dict[str, str], camera_info: str
+) -> None:
+    arguments = launch_arguments(stub_launch, params_file, image="/front/image_raw", depth="/front/depth", **given)
+    (node,) = run_setup(stub_launch, arguments, {})
+    assert dict(node.kwargs["remappings"]) == {
+        "image": "/front/image_raw",
+        "image/compressed": "/front/image_raw/compressed",
+        "depth": "/front/depth",
+        "camera_info": camera_info,
+    }

@@ -18,7 +18,7 @@ QUERIES = "cat, dog|puppy, car, tree"
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[NaivePipeline, Segmenter]:
-    model = ModelConfig(name="ViT-B-16", random_init=True, device="cpu")
+    model = ModelConfig(name="ViT-B-16", random_init=True, device="cpu", precision="fp32")
     config = SegmenterConfig(method="maskclip", templates="short", short_side=160)
     torch.manual_seed(0)  # the same seed gives both the same random weights
     naive = NaivePipeline(model, config, QUERIES)

@@ -77,6 +77,7 @@ def test_frames_are_segmented_with_the_input_header(tmp_path: Path) -> None:
         diagnostics = test_probe.diagnostics()
         assert (diagnostics["model"], diagnostics["method"], diagnostics["device"]) == ("ViT-S-16", "naclip", "cpu")
         assert diagnostics["backend"].startswith("PyTorch fp32")
+        assert diagnostics["activation"] == "GELU" and "precision fp32 (set explicitly)" in diagnostics["choices"]
         assert float(diagnostics["latency_p95_ms"]) >= float(diagnostics["latency_p50_ms"]) > 0
         assert diagnostics["frames_dropped"] == "0" and diagnostics["frames_rejected"] == "0"
         assert node.alive()
@@ -190,7 +191,7 @@ def test_missing_weights_stop_the_node_with_a_clear_message(tmp_path: Path) -> N
 
 @pytest.mark.timeout(180)
 def test_the_node_warms_up_for_the_given_sizes_before_the_first_frame_and_honours_onednn_false(tmp_path: Path) -> None:
-    parameters = {**FAST_NODE_PARAMETERS, "queries": "cat, dog", "warmup_sizes": "64x48, 32x32", "onednn": False}
+    parameters = {**FAST_NODE_PARAMETERS, "queries": "cat, dog", "warmup_sizes": "64x48, 32x32", "onednn": "false"}
     with node_process(tmp_path, parameters) as node, probe() as test_probe:
         test_probe.wait_for_node(node)
         test_probe.spin_until(

@@ -48,7 +48,8 @@ def test_cmake_generates_the_message_with_the_packages_package_xml_declares() ->
     generate = re.search(r"rosidl_generate_interfaces\(\$\{PROJECT_NAME\}(.*?)\)", cmake, re.S)
     assert generate, "CMakeLists.txt does not generate the interfaces"
     messages = re.findall(r'"(msg/\w+\.msg)"', generate.group(1))
-    assert messages == ["msg/Segmentation.msg"] and all((ROOT / m).is_file() for m in messages)
+    assert messages == ["msg/Segmentation.msg", "msg/SegmentedObject.msg", "msg/SegmentedObjects.msg"]
+    assert all((ROOT / m).is_file() for m in messages)
     message_dependencies = set(generate.group(1).split("DEPENDENCIES", 1)[1].split())
     root = package_xml()
     declared = {e.text for e in root if e.tag in ("depend", "build_depend")}
@@ -177,6 +178,7 @@ ROSDEP_KEYS = {"cv2": "python3-opencv", "numpy": "python3-numpy", "yaml": "pytho
 # Installed with pip (requirements/core.txt; no rosdep keys) or optional (imported where present).
 PIP_OR_OPTIONAL = {
     "PIL", "matplotlib", "onnx", "onnxruntime", "open_clip", "psutil", "tensorrt", "torch", "torchvision", "tqdm",
+    "huggingface_hub",
 }  # fmt: skip
 OPTIONAL_ROS = {"vision_msgs"}  # used when installed (label_info); not a dependency
 

@@ -20,7 +20,7 @@ BASE = SegmenterConfig(templates="none", short_side=96)
 def shared_segmenter():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Segmenter(ModelConfig(random_init=True, device="cpu"), BASE)
+        return Segmenter(ModelConfig(random_init=True, device="cpu", precision="fp32"), BASE)
 
 
 @pytest.fixture
@@ -207,7 +207,9 @@ def test_an_image_encoder_engine_replaces_the_torch_encoder(segmenter):
     engine = _FixedSizeEncoder(segmenter._encoder, (96, 128))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with_engine = Segmenter(ModelConfig(random_init=True, device="cpu"), BASE, image_encoder=engine)
+        with_engine = Segmenter(
+            ModelConfig(random_init=True, device="cpu", precision="fp32"), BASE, image_encoder=engine
+        )
     with_engine._clip = segmenter._clip  # same weights for the text side
     with_engine._text = segmenter._text
     with_engine.set_queries("cat, dog, car")
@@ -270,6 +272,7 @@ def test_bf16_on_the_cpu_stays_close_to_fp32():
 def test_backend_names_how_frames_run(segmenter):
     from zeroseg_ros.core.onednn import onednn_available
 
-    expected = "PyTorch fp32 + oneDNN" if onednn_available() else "PyTorch fp32"
-    assert segmenter.backend == expected and segmenter.uses_onednn == onednn_available()
+    expected = "PyTorch fp32 + oneDNN" if segmenter.uses_onednn else "PyTorch fp32"
+    assert segmenter.backend == expected and (not segmenter.uses_onednn or onednn_available())
+    assert f"oneDNN {'on' if segmenter.uses_onednn else 'off'} (" in segmenter.choices  # chosen at start-up
     assert not segmenter.records_graphs  # CUDA graphs only on CUDA

@@ -25,6 +25,8 @@ CLASS_COUNTS = {
     "cityscapes": 19,
     "ade20k": 150,
     "voc21-clearclip": 21,
+    "voc20-clearclip": 20,
+    "coco-object-clearclip": 81,
 }
 VOC21_BACKGROUND = (
     "sky|wall|tree|wood|grass|road|sea|river|mountain|sands|desk|bed|building|cloud|lamp|door|window|"
@@ -71,6 +73,7 @@ def test_background_flags() -> None:
         "context60",
         "coco-object",
         "voc21-clearclip",
+        "coco-object-clearclip",
     ]
 
 

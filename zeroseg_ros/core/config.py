@@ -15,7 +15,8 @@ from typing import Any
 from zeroseg_ros.core.errors import ConfigError
 
 METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+TRISTATE = ("auto", "true", "false")
 TEMPLATE_SETS = ("imagenet80", "short", "none")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -27,6 +28,11 @@ class ModelConfig:
     ``name`` and ``pretrained`` are open_clip's model name and pretrained tag (downloaded on first use into
     ``cache_dir``); ``checkpoint`` is a local file for machines without internet and wins over the tag.
     ``random_init`` builds the architecture with random weights: for tests and smoke runs only.
+    ``precision`` ``auto`` is fp16 on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 where a product timed at
+    load is clearly faster in it; fp32 otherwise.
+    ``quick_gelu``: the activation the weights were trained with (OpenAI's CLIP: QuickGELU). None (auto) takes it
+    from open_clip's table for a pretrained tag, from the format of an OpenAI checkpoint file (TorchScript
+    archive or OpenAI state dict), and otherwise from the model name's config, with a warning that says so.
     """
 
     name: str = "ViT-B-16"
@@ -35,7 +41,8 @@ class ModelConfig:
     cache_dir: str | None = None
     random_init: bool = False
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
+    quick_gelu: bool | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -44,6 +51,8 @@ class ModelConfig:
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.quick_gelu not in (None, True, False):
+            raise ConfigError(f"quick_gelu must be None (auto), True or False, got {self.quick_gelu!r}")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,9 @@ class SegmenterConfig:
     neighbourhood_std: standard deviation, in patches, of NACLIP's Gaussian attention bias.
     max_queries: the most queries (synonyms and background words included) one frame may carry.
     max_pixels: the largest image accepted, in pixels (width x height).
+    temporal_smoothing: in [0, 1), the weight of the past in an exponential moving average of the class
+        probabilities at patch resolution over consecutive frames of one size and one query set (0: off).
+    heatmap_query: a query's name whose probability per pixel the result also holds (empty: none).
     """
 
     method: str = "naclip"
@@ -75,6 +87,8 @@ class SegmenterConfig:
     neighbourhood_std: float = 5.0
     max_queries: int = 1024
     max_pixels: int = 8192 * 8192
+    temporal_smoothing: float = 0.0
+    heatmap_query: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -98,6 +112,8 @@ class SegmenterConfig:
             raise ConfigError(f"max_queries must be at least 1, got {self.max_queries}")
         if self.max_pixels < 1:
             raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
+        if not 0.0 <= self.temporal_smoothing < 1.0:
+            raise ConfigError(f"temporal_smoothing must be in [0, 1), got {self.temporal_smoothing}")
         if any(not isinstance(w, str) or not w.strip() for w in self.background_words):
             raise ConfigError(f"background_words must be non-blank strings, got {self.background_words!r}")
 
@@ -112,6 +128,13 @@ class SegmenterConfig:
 def split_words(text: str) -> tuple[str, ...]:
     """'sky, wall,, floor ' -> ('sky', 'wall', 'floor')."""
     return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
+def parse_tristate(name: str, text: str) -> bool | None:
+    """``auto`` -> None, ``true`` -> True, ``false`` -> False, for settings that are chosen when left on auto."""
+    if text not in TRISTATE:
+        raise ConfigError(f"{name} must be one of {', '.join(TRISTATE)}, got {text!r}")
+    return None if text == "auto" else text == "true"
 
 
 def parse_frame_sizes(text: str) -> list[tuple[int, int]]:

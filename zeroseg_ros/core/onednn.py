@@ -4,10 +4,16 @@ PyTorch's fp32 ``F.linear`` on the CPU calls MKL's sgemm, which takes a slow gen
 on this project's EPYC (AVX-512, two cores) a 267 x 768 by 768 x 3072 product took 6.6 ms there and 2.7 ms as
 a oneDNN inner product on a weight packed once. A ViT is almost all such products, so running them through
 oneDNN halves the image encoder's time (docs/benchmarks.md) and gives the same fp32 results up to rounding.
+On an Intel Xeon, where MKL is at home, the same routing was 1-10 % slower and held ~410 MB more memory (the
+packed copies), so ``measure_linear`` times one of the model's own products both ways at start-up and the
+routing is used only where it wins clearly (``CLEAR_WIN``). The same measurement decides whether bf16 pays.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -89,3 +95,75 @@ def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.
     batch, tokens, _ = qkv.shape
     q, k, v = qkv.reshape(batch, tokens, 3, num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
     return q, k, v
+
+
+# A faster way must be this much faster to be chosen: oneDNN keeps a packed copy of every weight, bf16 rounds.
+# Products measured here (one thread, CPU time): oneDNN took 0.41 x MKL's time on an AMD EPYC, 0.87-1.07 x on an
+# Intel Xeon where whole frames were 5 % slower through it; bf16 took 1.4-1.9 x fp32's on that Xeon (no AMX).
+CLEAR_WIN = 0.8
+
+
+def cpu_times_ms(calls: Sequence[Callable[[], object]], repeats: int = 5) -> list[float]:
+    """The best CPU time of each call, in this thread with one torch thread, the calls alternating. CPU time,
+    unlike wall time, hardly moves when other processes share the cores (start-up on a busy robot)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    best = [float("inf")] * len(calls)
+    try:
+        with torch.inference_mode():
+            for call in calls:
+                call()  # packs weights, picks kernels: paid once, not timed
+            for _ in range(repeats):
+                for index, call in enumerate(calls):
+                    start = time.thread_time()
+                    call()
+                    best[index] = min(best[index], time.thread_time() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return [seconds * 1e3 for seconds in best]
+
+
+@dataclass(frozen=True)
+class LinearTiming:
+    """The best CPU time of one product each way: ``baseline`` (PyTorch's fp32) against ``candidate``."""
+
+    shape: tuple[int, int, int]  # rows x inputs x outputs
+    baseline: str
+    baseline_ms: float
+    candidate: str
+    candidate_ms: float
+
+    @property
+    def candidate_wins(self) -> bool:
+        return self.candidate_ms < CLEAR_WIN * self.baseline_ms
+
+    def __str__(self) -> str:
+        rows, inputs, outputs = self.shape
+        return (
+            f"a {rows} x {inputs} by {inputs} x {outputs} product: {self.baseline} {self.baseline_ms:.2f} ms, "
+            f"{self.candidate} {self.candidate_ms:.2f} ms"
+        )
+
+
+def measure_linear(weight: torch.Tensor, bias: torch.Tensor | None, rows: int, candidate: str) -> LinearTiming:
+    """``F.linear`` of ``rows`` random inputs with this fp32 CPU weight: PyTorch's own fp32 product against
+    ``candidate``, ``"oneDNN"`` (the same product through ``OneDNNLinear``) or ``"bf16"`` (PyTorch's, in bf16).
+    A few tens of milliseconds for ViT-B."""
+    inputs = torch.randn(rows, weight.shape[1], generator=torch.Generator().manual_seed(0))
+    if candidate == "oneDNN":
+        mode = OneDNNLinear()
+
+        def other() -> object:
+            with mode:
+                return F.linear(inputs, weight, bias)
+
+    elif candidate == "bf16":
+        halves = [t.to(torch.bfloat16) if t is not None else None for t in (inputs, weight, bias)]
+
+        def other() -> object:
+            return F.linear(*halves)
+
+    else:
+        raise ValueError(f"candidate must be oneDNN or bf16, got {candidate!r}")
+    baseline_ms, candidate_ms = cpu_times_ms([lambda: F.linear(inputs, weight, bias), other])
+    return LinearTiming((rows, weight.shape[1], weight.shape[0]), "fp32", baseline_ms, candidate, candidate_ms)

@@ -5,8 +5,10 @@ Stages, each in one place:
   2. resize and normalise on the device              ``preprocess.Normaliser``
   3. dense patch embeddings (training-free last block)  ``dense.DenseCLIPEncoder``
   4. cosine similarity to the cached text embeddings, in one pass or sliding windows
-  5. optional PAMR, upsampling to the input size, softmax, best synonym per query, threshold, argmax
-  6. per-query areas and mean scores, all results packed into one buffer: one copy to the host
+  5. optional temporal smoothing at patch resolution (``temporal.ProbabilityEMA``), optional PAMR, upsampling
+     to the input size, softmax, best synonym per query, threshold, argmax
+  6. per-query areas and mean scores (and one query's probability map, the heat map, when asked for), all
+     results packed into one buffer: one copy to the host
 
 On CUDA, stages 2-6 for a given frame size are recorded once as a CUDA graph and replayed, which removes the
 per-kernel launch cost that dominates a batch-1 ViT.
@@ -25,12 +27,13 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import VisionTransformer
 
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.dense import DenseCLIPEncoder
 from zeroseg_ros.core.errors import ConfigError, InferenceResourceError, InvalidImageError, InvalidQueryError
 from zeroseg_ros.core.model import LoadedCLIP, load_clip
-from zeroseg_ros.core.onednn import onednn_available
+from zeroseg_ros.core.onednn import measure_linear, onednn_available
 from zeroseg_ros.core.overlay import palette
 from zeroseg_ros.core.pamr import pamr
 from zeroseg_ros.core.preprocess import (
@@ -41,7 +44,8 @@ from zeroseg_ros.core.preprocess import (
     check_image,
     target_size,
 )
-from zeroseg_ros.core.text import Query, TextEncoder, parse_queries
+from zeroseg_ros.core.temporal import ProbabilityEMA
+from zeroseg_ros.core.text import Progress, Query, TextEncoder, parse_queries
 
 LOGGER = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class SegmentationResult:
     areas: np.ndarray  # (Q,) int64: pixels each query wins
     timings_ms: dict[str, float] = field(default_factory=dict)
     overlay: np.ndarray | None = None  # H x W x 3 uint8 in the input's channel order, when asked for
+    heatmap: np.ndarray | None = None  # H x W float32: the probability of config.heatmap_query, when it is a label
 
 
 @dataclass(frozen=True)
@@ -132,8 +137,9 @@ class Segmenter:
     """Zero-shot segmentation of frames by text queries with training-free dense CLIP.
 
     ``set_queries`` once (or whenever they change), then ``segment`` each frame. Methods are serialised by an
-    internal lock, so a ROS callback may change queries while a worker thread segments. ``onednn=False`` keeps
-    PyTorch's own fp32 products on the CPU (for comparison).
+    internal lock, so a ROS callback may change queries while a worker thread segments. ``onednn`` (fp32 on the
+    CPU): True routes the products through oneDNN, False keeps PyTorch's own, None times both at start-up
+    (``onednn.measure_linear``) and takes oneDNN only where it is clearly faster (``onednn.CLEAR_WIN``).
     """
 
     def __init__(
@@ -143,7 +149,7 @@ class Segmenter:
         cuda_graphs: bool = True,
         profile: bool | None = None,
         image_encoder: ImageEncoder | None = None,
-        onednn: bool = True,
+        onednn: bool | None = None,
     ) -> None:
         self.model_config = model_config or ModelConfig()
         self._config = config or SegmenterConfig()
@@ -155,8 +161,7 @@ class Segmenter:
         # Per-stage timings need a device synchronisation between stages; free on the CPU.
         self.profile = self.device.type == "cpu" if profile is None else profile
         self._engine = image_encoder
-        # fp32 products on the CPU through oneDNN (onednn.py): the same features, about twice as fast on AMD.
-        self._onednn = onednn and self.device.type == "cpu" and self._clip.dtype == torch.float32 and onednn_available()
+        self._onednn, self._onednn_source = self._choose_onednn(onednn)
         self._check_engine(self._config)
         self._encoder = self._make_encoder(self._config)
         self._text = TextEncoder(
@@ -167,7 +172,24 @@ class Segmenter:
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
         self._graphs: OrderedDict[tuple[int, int, float | None], _Graph] = OrderedDict()
+        self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
         self._lock = threading.RLock()
+
+    def _choose_onednn(self, wanted: bool | None) -> tuple[bool, str]:
+        """Whether fp32 CPU products go through oneDNN (onednn.py: the same features, twice as fast on an AMD
+        EPYC, slower on some Intel Xeons), and why."""
+        if self.device.type != "cpu" or self._clip.dtype != torch.float32 or not onednn_available():
+            return False, "fp32 on the CPU only"
+        if not isinstance(self._clip.model.visual, VisionTransformer):
+            return False, "ViT models only"  # and the encoder refuses the others with a clear error
+        if wanted is not None:
+            return wanted, "set explicitly"
+        mlp = self._clip.model.visual.transformer.resblocks[0].mlp.c_fc
+        patch = max(self._clip.model.visual.patch_size)
+        short = self._config.short_side or 224
+        rows = (short // patch) * (short * 4 // 3 // patch) + 1  # the tokens of a 4:3 frame at short_side
+        timing = measure_linear(mlp.weight, mlp.bias, rows, "oneDNN")
+        return timing.candidate_wins, f"auto: {timing}"
 
     # ------------------------------------------------------------------ settings
     @property
@@ -191,12 +213,14 @@ class Segmenter:
     def text_encoder(self) -> TextEncoder:
         return self._text
 
-    def set_queries(self, queries: str | Sequence[str]) -> list[Query]:
-        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on."""
+    def set_queries(self, queries: str | Sequence[str], progress: Progress | None = None) -> list[Query]:
+        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on.
+        ``progress(done, total)`` follows the prompts' encoding (``TextEncoder.encode``)."""
         parsed = parse_queries(queries)
         with self._lock:
-            self._state = self._text_state(parsed, self._config)
+            self._state = self._text_state(parsed, self._config, progress)
             self._graphs.clear()
+            self._temporal.clear()
             return parsed
 
     def update_config(self, **changes: object) -> SegmenterConfig:
@@ -211,6 +235,7 @@ class Segmenter:
                 self._state = self._text_state(list(self._state.queries), new)
             self._config = new
             self._graphs.clear()
+            self._temporal.clear()
             return new
 
     def _make_encoder(self, config: SegmenterConfig) -> DenseCLIPEncoder:
@@ -236,7 +261,9 @@ class Segmenter:
             return tuple(self._engine.input_size)  # type: ignore[return-value]
         return target_size(height, width, config.short_side, max(self._encoder.patch_size))
 
-    def _text_state(self, queries: list[Query], config: SegmenterConfig) -> _TextState:
+    def _text_state(
+        self, queries: list[Query], config: SegmenterConfig, progress: Progress | None = None
+    ) -> _TextState:
         query_phrases = {p.lower() for q in queries for p in q.synonyms}
         # A query wins over a background word of the same name: the user asked for it explicitly.
         background = [w for w in dict.fromkeys(config.background_words) if w.lower() not in query_phrases]
@@ -251,7 +278,7 @@ class Segmenter:
                 f"{len(rows)} phrases (queries, synonyms and background words) exceed max_queries "
                 f"({config.max_queries}); segment fewer labels at a time"
             )
-        embeddings = self._text.encode(rows).to(self._clip.dtype)
+        embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
         return _TextState(
             queries=tuple(queries),
             embeddings=embeddings,
@@ -284,6 +311,7 @@ class Segmenter:
                 return self._segment(image, channel_order == "bgr", state, overlay_alpha)
             except torch.cuda.OutOfMemoryError as error:
                 self._graphs.clear()
+                self._temporal.clear()
                 torch.cuda.empty_cache()
                 height, width = image.shape[:2]
                 raise InferenceResourceError(
@@ -299,9 +327,29 @@ class Segmenter:
     @property
     def backend(self) -> str:
         """How frames run, for logs and diagnostics, e.g. ``PyTorch fp16 + CUDA graphs`` or ``OnnxImageEncoder``."""
-        runner = type(self._engine).__name__ if self._engine is not None else f"PyTorch {self.model_config.precision}"
+        runner = type(self._engine).__name__ if self._engine is not None else f"PyTorch {self.precision}"
         extras = [name for name, used in (("oneDNN", self.uses_onednn), ("CUDA graphs", self._use_graphs)) if used]
         return " + ".join([runner, *extras])
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in (fp32, fp16 or bf16): ``auto`` resolved."""
+        return self._clip.precision
+
+    @property
+    def activation(self) -> str:
+        """The activation the model runs (QuickGELU for OpenAI's weights, as trained), for logs and diagnostics."""
+        return self._clip.activation
+
+    @property
+    def choices(self) -> str:
+        """What precision, activation and oneDNN routing were chosen, and why: for the start-up log and
+        diagnostics, e.g. ``precision bf16 (auto: this CPU has AVX512-BF16 or AMX); ...``."""
+        clip = self._clip
+        return (
+            f"precision {clip.precision} ({clip.precision_source}); activation {clip.activation} "
+            f"({clip.activation_source}); oneDNN {'on' if self._onednn else 'off'} ({self._onednn_source})"
+        )
 
     @property
     def records_graphs(self) -> bool:
@@ -312,6 +360,7 @@ class Segmenter:
         """Run (and on CUDA, record) the pipeline for ``(height, width)`` frame sizes before the first frame."""
         for height, width in sizes:
             self.segment(np.zeros((height, width, 3), dtype=np.uint8), overlay_alpha=overlay_alpha)
+        self._temporal.restart()  # blank warm-up frames must not enter the average
 
     def _segment(
         self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None
@@ -319,6 +368,7 @@ class Segmenter:
         timer = _StageTimer(self.device, self.profile)
         channels = self._channels[bgr]
         key = (image.shape[0], image.shape[1], overlay_alpha)
+        self._temporal.begin(key[:2])
         if self._use_graphs and key not in self._graphs:
             while len(self._graphs) >= GRAPHS_KEPT:
                 self._graphs.popitem(last=False)
@@ -332,7 +382,8 @@ class Segmenter:
             packed, fields = recorded.packed, recorded.fields
         else:
             packed, fields = self._infer(self._upload(image), channels, state, timer, overlay_alpha)
-        label_map_np, confidence_np, areas_np, sums_np, *overlay = unpack_outputs(self._to_host(packed), fields)
+        label_map_np, confidence_np, areas_np, sums_np, *extras = unpack_outputs(self._to_host(packed), fields)
+        overlay = extras.pop(0) if overlay_alpha is not None else None
         timer.lap("postprocess")
         areas_np = areas_np[1:].astype(np.int64)
         scores = np.divide(sums_np[1:], np.maximum(areas_np, 1)).astype(np.float32)
@@ -344,7 +395,8 @@ class Segmenter:
             scores=scores,
             areas=areas_np,
             timings_ms=timer.laps,
-            overlay=overlay[0] if overlay else None,
+            overlay=overlay,
+            heatmap=extras[0] if extras else None,
         )
 
     def _record(
@@ -398,6 +450,8 @@ class Segmenter:
         else:
             logits = self._patch_logits(pixels, state.embeddings)
         timer.lap("encode_image")
+        if config.temporal_smoothing > 0:
+            logits = self._temporal.smooth(logits, (height, width), config.temporal_smoothing, config.logit_scale)
         if config.pamr or config.slide_crop > 0:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if config.pamr:
@@ -418,13 +472,14 @@ class Segmenter:
         bins = len(state.queries) + 1
         areas = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, torch.ones_like(confidence).flatten())
         score_sums = torch.zeros(bins, device=flat.device).scatter_add_(0, flat, confidence.flatten())
+        heatmap = tuple(probabilities[c] for c in _heatmap_columns(state, config.heatmap_query))
         if overlay_alpha is None:
-            return pack_outputs((label_map, confidence, areas, score_sums))
+            return pack_outputs((label_map, confidence, areas, score_sums, *heatmap))
         colours = state.colours.index_select(1, channels)  # the palette in the frame's channel order
         painted = frame.float() * (1.0 - overlay_alpha) + colours[flat].view(height, width, 3) * overlay_alpha
         overlay = torch.where((label_map > 0).unsqueeze(-1), painted.round(), frame.float()).to(torch.uint8)
         timer.lap("overlay")
-        return pack_outputs((label_map, confidence, areas, score_sums, overlay))
+        return pack_outputs((label_map, confidence, areas, score_sums, overlay, *heatmap))
 
     def _patch_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every patch to every phrase: ``(B, S, h, w)``."""
@@ -451,6 +506,15 @@ class Segmenter:
             total[..., top : top + crop_h, left : left + crop_w] += logits
             count[..., top : top + crop_h, left : left + crop_w] += 1
         return total / count
+
+
+def _heatmap_columns(state: _TextState, name: str) -> tuple[int, ...]:
+    """The probability column of the query named ``name`` (case-insensitive), or none."""
+    wanted = name.strip().lower()
+    for index, query in enumerate(state.queries):
+        if wanted and query.name.lower() == wanted:
+            return (index + 1 - state.label_offset,)
+    return ()
 
 
 class _StageTimer:

@@ -9,7 +9,7 @@ embeddings are cached by phrase, so a stream of frames with unchanged queries co
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +40,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 MAX_PHRASE_CHARS = 200
+
+Progress = Callable[[int, int], None]  # (prompts encoded so far, prompts to encode)
 
 
 @dataclass(frozen=True)
@@ -130,13 +132,14 @@ class TextEncoder:
             self._cache.clear()
 
     @torch.inference_mode()
-    def encode(self, phrases: Sequence[str]) -> torch.Tensor:
-        """``(len(phrases), D)`` float32 unit vectors on the model's device."""
+    def encode(self, phrases: Sequence[str], progress: Progress | None = None) -> torch.Tensor:
+        """``(len(phrases), D)`` float32 unit vectors on the model's device. ``progress(done, total)`` is called
+        after each batch of prompts that had to be encoded (the command line draws a bar, the node logs)."""
         missing = list(dict.fromkeys(p for p in phrases if p not in self._cache))
         self.misses += len(missing)
         self.hits += len(phrases) - len(missing)
         if missing:
-            for phrase, embedding in zip(missing, self._embed(missing), strict=True):
+            for phrase, embedding in zip(missing, self._embed(missing, progress), strict=True):
                 self._cache[phrase] = embedding
         for phrase in phrases:
             self._cache.move_to_end(phrase)
@@ -145,12 +148,14 @@ class TextEncoder:
             self._cache.popitem(last=False)
         return embeddings
 
-    def _embed(self, phrases: list[str]) -> torch.Tensor:
+    def _embed(self, phrases: list[str], progress: Progress | None = None) -> torch.Tensor:
         prompts = [template.format(phrase) for phrase in phrases for template in self._templates]
         chunks = []
         for start in range(0, len(prompts), self._batch_size):
             tokens = self._tokenizer(prompts[start : start + self._batch_size]).to(self._device)
             chunks.append(F.normalize(encode_text_trimmed(self._model, tokens, self._onednn).float(), dim=-1))
+            if progress is not None:
+                progress(min(start + self._batch_size, len(prompts)), len(prompts))
         per_template = torch.cat(chunks).reshape(len(phrases), len(self._templates), -1)
         return F.normalize(per_template.mean(dim=1), dim=-1)
 

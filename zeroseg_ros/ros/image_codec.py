@@ -66,10 +66,12 @@ ENCODINGS: dict[str, EncodingInfo] = {
         for bits, dtype in (("8", _U8), ("16", _U16))
     },
 }
-# Encodings the node publishes but does not accept as camera input.
+# Encodings the node publishes or reads as depth (REP 118: 16UC1 millimetres, 32FC1 metres) but does not accept
+# as camera input.
 OUTPUT_ENCODINGS: dict[str, EncodingInfo] = {
     **ENCODINGS,
     "32FC1": EncodingInfo(np.dtype(np.float32), 1, "gray"),
+    "16UC1": EncodingInfo(_U16, 1, "gray"),
 }
 INPUT_ENCODINGS = tuple(ENCODINGS)
 COMPRESSED_FORMATS = ("jpeg", "png")

@@ -33,7 +33,7 @@ try:  # Iron and later
 except ImportError:  # Humble
     from rclpy.qos_event import QoSMessageLostInfo, SubscriptionEventCallbacks, UnsupportedEventTypeError
 
-from zeroseg_ros.core.config import parse_frame_sizes
+from zeroseg_ros.core.config import parse_frame_sizes, parse_tristate
 from zeroseg_ros.core.errors import ConfigError, InvalidQueryError, WeightsNotFoundError
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.overlay import draw_legend, palette
@@ -51,6 +51,7 @@ from zeroseg_ros.ros.params import (
     model_config,
     segmenter_config,
 )
+from zeroseg_ros.ros.spatial import SpatialOutputs
 from zeroseg_ros.ros.transport import LARGE_FRAMES_PROFILE, config_file
 from zeroseg_ros.ros.worker import Frame, InferenceWorker
 
@@ -111,10 +112,11 @@ class ZerosegNode(Node):
                 "node publishes means nothing. Use it for smoke tests only."
             )
         engine = self._engine(values)
-        self.segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=bool(values["onednn"]))
+        onednn = parse_tristate("onednn", str(values["onednn"]))
+        self.segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=onednn)
         self.get_logger().info(
             f"model {model.name} ({self.segmenter.weights}) on {self.segmenter.device} "
-            f"({self.segmenter.backend}), method {self.segmenter.config.method}"
+            f"({self.segmenter.backend}), method {self.segmenter.config.method}; {self.segmenter.choices}"
         )
 
         self.statistics = FrameStatistics()
@@ -143,6 +145,7 @@ class ZerosegNode(Node):
                 "segmentation topic is not published; mask, confidence, overlay and labels are."
             )
 
+        self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)  # objects, markers, points, heatmap
         self._subscribe_images(bool(values["use_compressed"]), image_qos(bool(values["reliable"])))
         self.create_subscription(String, QUERIES_TOPIC, self._on_queries_topic, LATCHED_QOS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -265,6 +268,12 @@ class ZerosegNode(Node):
         self.get_logger().info(f"segmenting {len(labels)} labels: {text}")
         self._warned_no_queries = False
 
+    def encoding_progress(self, done: int, total: int) -> None:
+        if done < total:  # a query change that fits in one batch needs no progress line
+            self.get_logger().info(
+                f"encoding {total} prompts for the queries: {100 * done // total} %", throttle_duration_sec=2.0
+            )
+
     def queries_rejected(self, reason: str) -> None:
         self.statistics.request_rejected(reason)
         self.get_logger().warning(f"{reason}; keeping the previous queries", throttle_duration_sec=LOG_THROTTLE_S)
@@ -298,6 +307,7 @@ class ZerosegNode(Node):
         # The overlay is blended on the device with the rest of the pipeline; only the legend is drawn here.
         result = self.segmenter.segment(pixels, "bgr" if order == "bgr" else "rgb", overlay_alpha=self._overlay_alpha())
         self._publish(frame.msg.header, order, result)
+        self.spatial.publish(frame.msg.header, result)
         self.statistics.frame_published((time.monotonic() - frame.received) * 1000.0)
         return pixels.shape[:2]
 
@@ -345,11 +355,14 @@ class ZerosegNode(Node):
                 "method": config.method,
                 "device": str(self.segmenter.device),
                 "backend": self.segmenter.backend,
+                "activation": self.segmenter.activation,
+                "choices": self.segmenter.choices,
                 "queries": ", ".join(self.segmenter.labels),
                 "input_rate_hz": f"{self.statistics.input_rate.rate():.2f}",
                 "output_rate_hz": f"{self.statistics.output_rate.rate():.2f}",
                 "latency_p50_ms": f"{p50:.1f}",
                 "latency_p95_ms": f"{p95:.1f}",
+                **self.spatial.diagnostic_values(),
             },
         )
         array = DiagnosticArray(status=[status])

@@ -15,9 +15,11 @@ from zeroseg_ros.core.config import (
     METHODS,
     PRECISIONS,
     TEMPLATE_SETS,
+    TRISTATE,
     ModelConfig,
     SegmenterConfig,
     parse_frame_sizes,
+    parse_tristate,
     split_words,
 )
 from zeroseg_ros.core.errors import ConfigError
@@ -95,16 +97,29 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "precision",
         _MODEL.precision,
-        "fp32, fp16 or bf16 (fp16 needs CUDA; bf16 on a CPU is fast only with AVX512-BF16 or AMX).",
+        "auto: fp16 on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 where one product timed at start-up is at "
+        "least 20 % faster in it; fp32 otherwise. Or fp32, fp16 (CUDA only), bf16. The start-up log and "
+        "/diagnostics say what was chosen and why.",
         runtime=False,
         choices=PRECISIONS,
     ),
     ParamSpec(
         "onednn",
-        True,
-        "CPU, fp32: run the encoders' linear layers as oneDNN inner products (the same results, twice as fast "
-        "as PyTorch's own MKL products on AMD CPUs). false: PyTorch's own.",
+        "auto",
+        "CPU, fp32: run the encoders' linear layers as oneDNN inner products (the same results; twice as fast as "
+        "PyTorch's own products on an AMD EPYC, slower on some Intel Xeons). auto: times one product both ways "
+        "at start-up and uses oneDNN where it is at least 20 % faster. true, false: always, never.",
         runtime=False,
+        choices=TRISTATE,
+    ),
+    ParamSpec(
+        "quick_gelu",
+        "auto",
+        "The activation the weights were trained with (OpenAI's CLIP: QuickGELU). auto: from open_clip's table "
+        "for a pretrained tag; from an OpenAI checkpoint's format (TorchScript archive, OpenAI state dict); "
+        "otherwise the model name's (with a warning). true, false: QuickGELU, GELU.",
+        runtime=False,
+        choices=TRISTATE,
     ),
     # --- segmentation (applied from the next frame on)
     ParamSpec("method", _SEGMENTER.method, "Training-free last-block method.", runtime=True, choices=METHODS),
@@ -150,6 +165,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("slide_stride", _SEGMENTER.slide_stride, "Sliding-window stride.", runtime=True, minimum=1, maximum=4096),
     ParamSpec("pamr", _SEGMENTER.pamr, "Pixel-adaptive mask refinement (slower, sharper edges).", runtime=True),
     ParamSpec(
+        "temporal_smoothing",
+        _SEGMENTER.temporal_smoothing,
+        "Weight of the past in an exponential moving average of the class probabilities (at patch resolution) "
+        "over consecutive frames of one size and one query set: steadier masks, slower to follow motion. "
+        "0: off.",
+        runtime=True,
+        minimum=0.0,
+        maximum=0.99,
+    ),
+    ParamSpec(
         "max_pixels",
         4096 * 4096,
         "Largest input image accepted, in pixels (width x height); larger frames are refused.",
@@ -182,6 +207,52 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("overlay_legend", True, "Draw the label legend on the overlay.", runtime=True),
     ParamSpec(
+        "heatmap_query",
+        _SEGMENTER.heatmap_query,
+        "A label of the queries whose probability per pixel is published on heatmap (32FC1). Empty: none.",
+        runtime=True,
+    ),
+    ParamSpec(
+        "publish_objects",
+        True,
+        "Publish objects (each connected region of a label, with 3-D centroid and extents when depth is on), "
+        "objects/markers and, where vision_msgs is installed, detections and detections_3d.",
+        runtime=True,
+    ),
+    ParamSpec(
+        "min_object_pixels",
+        100,
+        "Smallest connected region of one label, in colour pixels, reported as an object.",
+        runtime=True,
+        minimum=1,
+        maximum=8192 * 8192,
+    ),
+    # --- depth (3-D outputs)
+    ParamSpec(
+        "use_depth",
+        False,
+        "Subscribe to depth (16UC1 millimetres or 32FC1 metres, registered to the colour camera, any resolution) "
+        "and camera_info (the colour camera's); publish points and 3-D objects.",
+        runtime=False,
+    ),
+    ParamSpec(
+        "depth_tolerance",
+        0.02,
+        "Most seconds between a frame's stamp and its depth image's (the nearest is taken); a frame without one "
+        "is segmented without 3-D output and counted as frames_without_depth.",
+        runtime=True,
+        minimum=0.0,
+        maximum=1.0,
+    ),
+    ParamSpec(
+        "points_stride",
+        2,
+        "Every n-th depth pixel in both directions becomes a point (and feeds the objects' 3-D statistics).",
+        runtime=True,
+        minimum=1,
+        maximum=64,
+    ),
+    ParamSpec(
         "diagnostics_period", 1.0, "Seconds between /diagnostics messages.", runtime=False, minimum=0.1, maximum=60.0
     ),
     ParamSpec(
@@ -207,6 +278,8 @@ SEGMENTER_FIELDS = (
     "slide_stride",
     "pamr",
     "max_pixels",
+    "temporal_smoothing",
+    "heatmap_query",
 )
 
 
@@ -238,13 +311,14 @@ def model_config(values: dict[str, ParamValue]) -> ModelConfig:
         random_init=bool(values["random_weights"]),
         device=str(values["device"]),
         precision=str(values["precision"]),
+        quick_gelu=parse_tristate("quick_gelu", str(values["quick_gelu"])),
     )
 
 
 def segmenter_config(values: dict[str, ParamValue], base: SegmenterConfig | None = None) -> SegmenterConfig:
     """``base`` with the segmentation parameters in ``values`` applied (raises ConfigError when invalid)."""
     changes: dict[str, object] = {name: values[name] for name in SEGMENTER_FIELDS if name in values}
-    for name in ("logit_scale", "probability_threshold"):
+    for name in ("logit_scale", "probability_threshold", "temporal_smoothing"):
         if name in changes:
             changes[name] = float(changes[name])  # type: ignore[arg-type]
     if "background_words" in values:

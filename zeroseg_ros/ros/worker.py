@@ -40,6 +40,8 @@ class WorkerHandler(Protocol):
 
     def queries_applied(self, labels: tuple[str, ...]) -> None: ...
 
+    def encoding_progress(self, done: int, total: int) -> None: ...
+
     def queries_rejected(self, reason: str) -> None: ...
 
     def frame_failed(self, reason: str, unexpected: bool) -> None: ...
@@ -154,7 +156,7 @@ class InferenceWorker:
 
     def _apply_queries(self, text: str) -> None:
         try:
-            self._segmenter.set_queries(text)
+            self._segmenter.set_queries(text, progress=self._handler.encoding_progress)
         except InvalidQueryError as error:
             self._handler.queries_rejected(str(error))
             return

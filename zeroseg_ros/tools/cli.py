@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
 
 from zeroseg_ros.core.errors import ZerosegError
+from zeroseg_ros.tools.console import configure_logging
 
 # subcommand -> module whose register(subparsers) adds it
 SUBCOMMAND_MODULES = {
@@ -75,7 +75,9 @@ def _register_ros_passthrough(subparsers: argparse._SubParsersAction, name: str)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeroseg", description="Zero-shot segmentation by text with CLIP.")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--verbose", "-v", action="store_true", help="every library's log lines (default: zeroseg's and warnings)"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMAND_MODULES.items():
         module = _import_or_report(subparsers, name, module_name)
@@ -88,9 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except ZerosegError as error:

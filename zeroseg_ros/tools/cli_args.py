@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from zeroseg_ros.core.config import METHODS, PRECISIONS, TEMPLATE_SETS, ModelConfig, SegmenterConfig, split_words
+from zeroseg_ros.core.config import (
+    METHODS,
+    PRECISIONS,
+    TEMPLATE_SETS,
+    TRISTATE,
+    ModelConfig,
+    SegmenterConfig,
+    parse_tristate,
+    split_words,
+)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +29,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--random-weights", action="store_true", help="random weights: a smoke test whose masks mean nothing"
     )
     group.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N (%(default)s)")
-    group.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
+    group.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=PRECISIONS,
+        help="auto: fp16 on CUDA, bf16 on CPUs where it is measurably faster, fp32 otherwise (%(default)s)",
+    )
+    group.add_argument(
+        "--quick-gelu",
+        default="auto",
+        choices=TRISTATE,
+        help="the activation the weights were trained with; auto: from the pretrained tag or an OpenAI "
+        "checkpoint's format, else the model name's (%(default)s)",
+    )
 
 
 def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +70,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         random_init=args.random_weights,
         device=args.device,
         precision=args.precision,
+        quick_gelu=parse_tristate("--quick-gelu", args.quick_gelu),
     )
 
 

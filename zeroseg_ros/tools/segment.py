@@ -19,6 +19,7 @@ from zeroseg_ros.tools.cli_args import (
     model_config_from_args,
     segmenter_config_from_args,
 )
+from zeroseg_ros.tools.console import ProgressBar
 
 LOGGER = logging.getLogger("zeroseg")
 
@@ -93,7 +94,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     if missing:
         raise ZerosegError(f"input not found: {', '.join(missing)}")
     segmenter = Segmenter(model_config_from_args(args), segmenter_config_from_args(args))
-    segmenter.set_queries(args.queries)
+    segmenter.set_queries(args.queries, progress=ProgressBar("encoding queries", "prompt"))
     args.out.mkdir(parents=True, exist_ok=True)
     total = _count_frames(args.inputs, args.every)
     for name, frame in tqdm(_frames(args.inputs, args.every), total=total, unit="frame", disable=total <= 1):

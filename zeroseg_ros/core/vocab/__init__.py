@@ -29,6 +29,8 @@ VOCABULARIES: dict[str, bool] = {
     "cityscapes": False,
     "ade20k": False,
     "voc21-clearclip": True,
+    "voc20-clearclip": False,
+    "coco-object-clearclip": True,
 }
 ALIASES: dict[str, str] = {"voc": "voc20", "context": "context59"}
 

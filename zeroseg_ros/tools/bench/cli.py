@@ -1,14 +1,13 @@
 """``zeroseg bench`` (and ``python -m zeroseg_ros.tools.bench``): its options, and what it prints and writes.
 
 What is measured and how: ``measure.py``; the table: ``report.py``; the plot: ``plot.py``; the end-to-end ROS
-node measurement (``--ros``): ``ros_e2e.py``.
+node measurement (``--ros``): ``ros_e2e.py``; the outputs beyond the mask (``--spatial``): ``spatial.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from zeroseg_ros.tools.cli_args import (
     model_config_from_args,
     segmenter_config_from_args,
 )
+from zeroseg_ros.tools.console import configure_logging
 
 DEFAULT_SIZES = "640x480,1280x720"
 
@@ -69,11 +69,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument(
-        "--no-onednn", action="store_true", help="CPU: PyTorch's own fp32 products instead of oneDNN's (to compare)"
+        "--no-onednn", action="store_true", help="CPU: PyTorch's own fp32 products, never oneDNN's (to compare)"
     )
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="write a latency-vs-size PNG here")
     parser.add_argument("--ros", action="store_true", help="end-to-end ROS node measurement (bench_ros.py)")
+    parser.add_argument(
+        "--spatial",
+        action="store_true",
+        help="cost of objects, markers, points, heat map and smoothing, and flicker (spatial.py; first size)",
+    )
     parser.add_argument("--rate", type=float, default=30.0, help="--ros: publish rate in Hz (%(default)s)")
     parser.add_argument("--duration", type=float, default=20.0, help="--ros: seconds of publishing (%(default)s)")
     parser.add_argument("--reliable", action="store_true", help="--ros: reliable image QoS (default best effort)")
@@ -104,7 +109,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         naive=not args.no_naive,
         naive_iterations=args.naive_iterations,
         engine=args.engine,
-        onednn=not args.no_onednn,
+        onednn=False if args.no_onednn else None,
     )
 
 
@@ -116,6 +121,13 @@ def _run(args: argparse.Namespace) -> int:
 
         report = run_ros_benchmark(args)
         print(json.dumps(report, indent=2))
+    elif args.spatial:
+        from zeroseg_ros.tools.bench.spatial import format_spatial, run_spatial_benchmark
+
+        report = run_spatial_benchmark(
+            model_config_from_args(args), segmenter_config_from_args(args), options_from_args(args)
+        )
+        print(format_spatial(report))
     else:
         options = options_from_args(args)
         report = run_benchmark(
@@ -138,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zeroseg_ros.tools.bench", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose=False)
     try:
         return _run(args)
     except ZerosegError as error:

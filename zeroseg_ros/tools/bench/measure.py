@@ -32,6 +32,7 @@ import torch
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.overlay import draw_overlay
+from zeroseg_ros.tools.console import ProgressBar
 
 DEFAULT_QUERIES = "person, car, bicycle, traffic cone, road, building, tree, sky"
 CORE_STAGES = ("preprocess", "encode_image", "similarity", "postprocess")
@@ -130,7 +131,7 @@ class BenchOptions:
     naive: bool = True
     naive_iterations: int = 5
     engine: str | None = None
-    onednn: bool = True
+    onednn: bool | None = None  # None: the Segmenter times both ways and chooses
 
 
 def _timed_loop(
@@ -256,7 +257,7 @@ def run_benchmark(
                 segmenters.append(Segmenter(config, device_base, cuda_graphs=graphs, image_encoder=engine))
             fast = segmenters[-1]
             for segmenter in segmenters:
-                segmenter.set_queries(options.queries)
+                segmenter.set_queries(options.queries, progress=ProgressBar("encoding queries", "prompt"))
             for method in [engine.method] if engine is not None else options.methods:
                 for segmenter in segmenters:
                     segmenter.update_config(method=method)
@@ -264,7 +265,7 @@ def run_benchmark(
                     row = bench_segmenter_setting(profiled, fast, synthetic_frame(height, width), options, convert)
                     row.update(
                         device=str(device),
-                        precision=precision,
+                        precision=profiled.precision,  # what auto resolved to
                         method=method,
                         size=[width, height],
                         model_input=list(profiled.model_input_size(height, width)),

@@ -55,7 +55,7 @@ def node_parameters(args: argparse.Namespace) -> list[str]:
         "short_side": args.short_side,
         "reliable": args.reliable or None,
         "image_encoder_engine": str(Path(args.engine).resolve()) if args.engine else None,
-        "onednn": False if args.no_onednn else None,
+        "onednn": "false" if args.no_onednn else None,
     }
     values.update({name: value for name, value in optional.items() if value is not None})
     parameters: list[str] = []

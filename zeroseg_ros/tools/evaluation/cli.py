@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     protocol.add_argument("--vocabulary", choices=tuple(VOCABULARIES), help="class-name file to prompt with")
     add_segmenter_arguments(parser)
     add_model_arguments(parser)
-    # None: the preset's precision on CUDA (ClearCLIP ran fp16), fp32 on the CPU
+    # None: the preset's precision on CUDA (the references ran fp16), fp32 on the CPU
     parser.set_defaults(precision=None)
     parser.set_defaults(func=run)
 

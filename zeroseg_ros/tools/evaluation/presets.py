@@ -1,21 +1,25 @@
 """The evaluation protocol of each reference method on each benchmark, as named presets.
 
-A preset is what the method's own repository sets for a dataset: the image's short side, the sliding window,
-the logit scale, the background probability threshold, PAMR, the vocabulary file and (SCLIP on VOC21 only) an
-area threshold. Sources, read in the repositories (configs/cfg_<dataset>.py and the segmentor's defaults):
+A preset follows one commit of the method's own repository, named by its full hash in ``REFERENCES``: the
+settings of its ``configs/cfg_<dataset>.py`` (short side, class-name file, probability and area thresholds,
+window) over its segmentor's defaults (window, logit scale, PAMR), and the precision its model loader runs on
+CUDA. The report compares a run only with the numbers published at that same commit (``published.json``).
 
-* SCLIP     wangf3014/SCLIP@57fa9aa: short side 336 (COCO-Stuff 448, Cityscapes 560), window 224 / stride
-            112, logit scale 40 (VOC21 65, Context60 and COCO-Object 50), threshold 0.1 on the three datasets
-            with a background class, area threshold 0.1 on VOC21, no PAMR.
-* NACLIP    sinahmr/NACLIP@8865082: as SCLIP but logit scale 40 everywhere, no area threshold, and PAMR (10
-            steps, dilations 8 and 16) on, as in its README's results.
-* ClearCLIP mc-lan/ClearCLIP@fd05ce4: short side 448, window 448 / stride 224 (Cityscapes window 224), logit
-            scale 50, thresholds 0.5 / 0.15 / 0.4 on VOC21 / Context60 / COCO-Object, VOC21 words with a plain
-            "background", fp16 weights. Its COCO-Stuff and ADE20K configs were not available: their settings
-            here are the segmentor's defaults.
-* MaskCLIP  as re-run in the SCLIP paper, under SCLIP's protocol.
+* sclip      wangf3014/SCLIP@b56bd30: short side 336 (COCO-Stuff 448, Cityscapes 560), window 224 / stride
+             112, logit scale 40 (VOC21 65, Context60 and COCO-Object 50), threshold 0.1 on the three datasets
+             with a background class, area threshold 0.1 on VOC21, no PAMR.
+* naclip     sinahmr/NACLIP@0cac3a6 ("v2"): as SCLIP but short side 336 on COCO-Stuff too, the whole image
+             (no window) on VOC21 and VOC20, logit scale 40 everywhere, no area threshold, PAMR (10 steps,
+             dilations 8 and 16) on.
+* clearclip  mc-lan/ClearCLIP@ad68a40: short side 448, window 448 / stride 224 (Cityscapes 224 / 224), logit
+             scale 50, thresholds 0.5 / 0.15 / 0.4 on VOC21 / Context60 / COCO-Object, its own class names on
+             VOC21, VOC20 and COCO-Object.
+* maskclip   SCLIP's configs (the SCLIP paper re-ran MaskCLIP under its own protocol; SCLIP's repository
+             holds no MaskCLIP code or numbers).
 
-Every method uses the 80 ImageNet templates. Settings given on the command line win over the preset.
+The three repositories run CLIP in fp16 on CUDA and prompt with the 80 ImageNet templates; so do the presets.
+Settings given on the command line win over the preset. What we still do differently is listed per reference
+in docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -31,6 +35,29 @@ from zeroseg_ros.tools.evaluation.datasets import DATASETS
 
 
 @dataclass(frozen=True)
+class Reference:
+    """The commit of a reference repository whose configs a preset follows and whose numbers it is shown with."""
+
+    repository: str  # GitHub owner/name
+    commit: str  # the full 40-hex hash
+
+    def summary(self) -> dict[str, str]:
+        return {"repository": self.repository, "commit": self.commit}
+
+
+SCLIP_REFERENCE = Reference("wangf3014/SCLIP", "b56bd3014b9e8a3ee3450bcfc53700a67d627b7a")
+# "Update for v2" (defb7c9) changed the configs and code; 1e38f33 and 0cac3a6 only touched the README.
+NACLIP_REFERENCE = Reference("sinahmr/NACLIP", "0cac3a651f753b11315ea799cfbfabf79da1bd76")
+CLEARCLIP_REFERENCE = Reference("mc-lan/ClearCLIP", "ad68a404d55d48d27330b93554eb64a234ff717f")
+REFERENCES: dict[str, Reference] = {
+    "sclip": SCLIP_REFERENCE,
+    "naclip": NACLIP_REFERENCE,
+    "clearclip": CLEARCLIP_REFERENCE,
+    "maskclip": SCLIP_REFERENCE,
+}
+
+
+@dataclass(frozen=True)
 class Protocol:
     """How one method is evaluated on one dataset."""
 
@@ -39,8 +66,17 @@ class Protocol:
     segmenter: SegmenterConfig  # background_words already filled in from the vocabulary
     queries: tuple[str, ...]  # one per dataset class after the background class, '|' between synonyms
     vocabulary: str
+    reference: Reference
     area_threshold: float | None = None  # SCLIP's: classes covering less of the foreground become background
     precision: str = "fp32"  # the precision the reference ran in (applied on CUDA only)
+
+    def changed_from_preset(self) -> list[str]:
+        """The settings (overrides) in which this protocol differs from its preset's, sorted by name."""
+        preset = resolve_protocol(self.preset, self.dataset)
+        mine, theirs = dataclasses.asdict(self.segmenter), dataclasses.asdict(preset.segmenter)
+        changed = [name for name in mine if mine[name] != theirs[name]]
+        changed += [name for name in ("vocabulary", "area_threshold") if getattr(self, name) != getattr(preset, name)]
+        return sorted(changed)
 
     def summary(self) -> dict[str, Any]:
         """The settings that decide the score, for reports and for checking a resumed run."""
@@ -49,6 +85,8 @@ class Protocol:
         return {
             "preset": self.preset,
             "dataset": self.dataset,
+            "reference": self.reference.summary(),
+            "changed_from_preset": self.changed_from_preset(),
             "vocabulary": self.vocabulary,
             "area_threshold": self.area_threshold,
             "precision": self.precision,
@@ -56,14 +94,14 @@ class Protocol:
         }
 
 
-# Per-dataset settings of each preset: SegmenterConfig fields, vocabulary, area_threshold and precision.
-_SCLIP_BASE = {"short_side": 336, "slide_crop": 224, "slide_stride": 112, "logit_scale": 40.0}
-_CLEARCLIP_BASE = {
-    "short_side": 448,
-    "slide_crop": 448,
-    "slide_stride": 224,
-    "logit_scale": 50.0,
-    "precision": "fp16",
+# Per-dataset settings of each preset (SegmenterConfig fields, vocabulary, area_threshold, precision) over its
+# base: each value is the reference commit's config file or, where that is silent, its segmentor's default.
+_SCLIP_BASE = {"short_side": 336, "slide_crop": 224, "slide_stride": 112, "logit_scale": 40.0, "precision": "fp16"}
+_PRESET_BASE: dict[str, dict[str, Any]] = {
+    "sclip": _SCLIP_BASE,
+    "naclip": {**_SCLIP_BASE, "pamr": True},
+    "clearclip": {"short_side": 448, "slide_crop": 448, "slide_stride": 224, "logit_scale": 50.0, "precision": "fp16"},
+    "maskclip": _SCLIP_BASE,
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "sclip": {
@@ -77,20 +115,20 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "ade20k": {},
     },
     "naclip": {
-        "voc21": {"probability_threshold": 0.1},
+        "voc21": {"probability_threshold": 0.1, "slide_crop": 0},
         "context60": {"probability_threshold": 0.1},
         "coco-object": {"probability_threshold": 0.1},
-        "voc20": {},
+        "voc20": {"slide_crop": 0},
         "context59": {},
-        "coco-stuff": {"short_side": 448},
+        "coco-stuff": {},
         "cityscapes": {"short_side": 560},
         "ade20k": {},
     },
     "clearclip": {
         "voc21": {"probability_threshold": 0.5, "vocabulary": "voc21-clearclip"},
         "context60": {"probability_threshold": 0.15},
-        "coco-object": {"probability_threshold": 0.4},
-        "voc20": {},
+        "coco-object": {"probability_threshold": 0.4, "vocabulary": "coco-object-clearclip"},
+        "voc20": {"vocabulary": "voc20-clearclip"},
         "context59": {},
         "coco-stuff": {},
         "cityscapes": {"slide_crop": 224, "slide_stride": 224},
@@ -98,12 +136,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 PRESETS["maskclip"] = {dataset: dict(settings) for dataset, settings in PRESETS["sclip"].items()}
-_PRESET_BASE = {
-    "sclip": _SCLIP_BASE,
-    "naclip": {**_SCLIP_BASE, "pamr": True},
-    "clearclip": _CLEARCLIP_BASE,
-    "maskclip": _SCLIP_BASE,
-}
 
 OVERRIDABLE = (
     "method",
@@ -165,4 +197,4 @@ def resolve_protocol(preset: str, dataset: str, overrides: dict[str, Any] | None
     else:
         background, queries = (), tuple(classes)
     segmenter = SegmenterConfig(background_words=background, **settings)
-    return Protocol(preset, dataset, segmenter, queries, vocabulary, area_threshold, precision)
+    return Protocol(preset, dataset, segmenter, queries, vocabulary, REFERENCES[preset], area_threshold, precision)

@@ -1,7 +1,8 @@
 """Reports of an evaluation run: ``report.json``, ``report.md`` and ``per_class_iou.png``.
 
-Beside our own numbers the report prints the published ones for the same dataset (``published.json``), and
-the figures the project's seed article claims, labelled as claims.
+Beside our own numbers the report prints those published at the preset's reference commit for the same dataset
+(``published.json``), then, apart and as context only, the other published numbers and the figures the
+project's seed article claims, labelled as claims.
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ def published() -> dict[str, Any]:
     return json.loads(resources.files(__package__).joinpath("published.json").read_text(encoding="utf-8"))
 
 
-def published_for(dataset: str) -> list[dict[str, Any]]:
-    """Rows ``{method, variant, source, status, miou}`` with a number for ``dataset``."""
-    rows = []
+def published_for(dataset: str, commit: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows ``{method, variant, repository, commit, source, status, miou}`` with a number for ``dataset``: those
+    published at ``commit`` (a preset's reference), and all the others."""
+    reference, others = [], []
     for entry in published()["results"]:
         if dataset in entry["miou"]:
-            rows.append({**{k: v for k, v in entry.items() if k != "miou"}, "miou": entry["miou"][dataset]})
-    return rows
+            row = {**{k: v for k, v in entry.items() if k != "miou"}, "miou": entry["miou"][dataset]}
+            (reference if commit is not None and entry["commit"] == commit else others).append(row)
+    return reference, others
 
 
 def claims_for(dataset: str) -> list[dict[str, Any]]:
@@ -53,6 +56,7 @@ def build_report(run: EvaluationRun) -> dict[str, Any]:
     """Everything the markdown shows, as plain JSON types (percentages, NaN as null)."""
     metrics: SegmentationMetrics = run.confusion.metrics()
     names = DATASETS[run.dataset].class_names()
+    reference, others = published_for(run.dataset, run.protocol["reference"]["commit"])
     return {
         "dataset": run.dataset,
         "title": DATASETS[run.dataset].title,
@@ -76,7 +80,8 @@ def build_report(run: EvaluationRun) -> dict[str, Any]:
             }
             for index, name in enumerate(names)
         ],
-        "published": published_for(run.dataset),
+        "published": reference,
+        "other_published": others,
         "claims": claims_for(run.dataset),
     }
 
@@ -110,25 +115,29 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| aAcc (pixel accuracy) | {cell(report['aacc'])} |",
         f"| mAcc (mean class accuracy) | {cell(report['macc'])} |",
         "",
-        "## Compared with published numbers (mIoU, ViT-B/16)",
+        "## Compared with the reference commit (mIoU, ViT-B/16)",
+        "",
+        *_reference_notes(report),
         "",
         "| who | variant | mIoU | status | source |",
         "|---|---|---|---|---|",
         f"| **this run** | preset {protocol['preset']} | **{cell(report['miou'])}** | measured | - |",
     ]
+    lines += [_published_row(row) for row in report["published"]]
     lines += [
-        f"| {row['method']} | {row['variant']} | {row['miou']:.2f} | {row['status']} | {row['source']} |"
-        for row in report["published"]
+        "",
+        "## Other published numbers (other methods, commits or papers: context, not a target)",
+        "",
+        "| who | variant | mIoU | status | source |",
+        "|---|---|---|---|---|",
     ]
+    lines += [_published_row(row) for row in report["other_published"]]
     lines += [
         f"| seed article ({claim['what']}) | claim | {claim['miou']:.1f} | CLAIM, not a result | "
         f"{claim['source']}: {claim['note']} |"
         for claim in report["claims"]
     ]
     lines += [
-        "",
-        "Published numbers come from each paper's own protocol with real CLIP weights; a gap of more than "
-        "about one point under the same preset points to a protocol difference (see docs/evaluation.md).",
         "",
         "## Per class",
         "",
@@ -146,6 +155,32 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _reference_notes(report: dict[str, Any]) -> list[str]:
+    """Which commit the preset follows, and why its number may not be a like-for-like target for this run."""
+    protocol = report["protocol"]
+    reference = protocol["reference"]
+    notes = [
+        f"- reference: {reference['repository']}@{reference['commit']} (the preset follows its configs; only "
+        "numbers published at that commit are compared)",
+        "- what the pipeline still does differently from the reference's code: docs/evaluation.md",
+    ]
+    if not report["published"]:
+        notes.append("- the reference commit publishes no number for this dataset")
+    if protocol["changed_from_preset"]:
+        notes.append(
+            f"- settings changed from the preset: {', '.join(protocol['changed_from_preset'])}; the reference "
+            "number is not a like-for-like target"
+        )
+    if report["model"]["precision"] != protocol["precision"]:
+        notes.append(f"- the model ran in {report['model']['precision']}, the reference in {protocol['precision']}")
+    return notes
+
+
+def _published_row(row: dict[str, Any]) -> str:
+    where = f"{row['repository']}@{row['commit'][:7]}: {row['source']}" if row["commit"] else row["source"]
+    return f"| {row['method']} | {row['variant']} | {row['miou']:.2f} | {row['status']} | {where} |"
 
 
 def _protocol_line(protocol: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.segmenter import Segmenter
+from zeroseg_ros.tools.console import ProgressBar
 from zeroseg_ros.tools.evaluation.datasets import SegmentationDataset
 from zeroseg_ros.tools.evaluation.metrics import NO_PREDICTION, ConfusionMatrix
 from zeroseg_ros.tools.evaluation.presets import Protocol
@@ -48,6 +49,15 @@ def apply_area_threshold(labels: np.ndarray, threshold: float) -> np.ndarray:
     classes, areas = np.unique(labels[labels > 0], return_counts=True)
     small = classes[areas <= threshold * areas.sum()]
     return np.where(np.isin(labels, small), 0, labels) if small.size else labels
+
+
+def thresholded_labels(
+    label_map: np.ndarray, confidence: np.ndarray, probability_threshold: float, area_threshold: float
+) -> np.ndarray:
+    """SCLIP's order: areas measured on the unthresholded argmax, small classes dropped, then the probability
+    threshold (on the winning probability, which dropping other classes leaves unchanged)."""
+    labels = apply_area_threshold(label_map, area_threshold)
+    return np.where(confidence < probability_threshold, 0, labels)
 
 
 @dataclass
@@ -134,8 +144,10 @@ def evaluate(
     ids = dataset.ids[:limit] if limit else list(dataset.ids)
 
     settings = protocol.segmenter
+    if protocol.area_threshold:  # the loop applies the probability threshold after the area threshold
+        settings = settings.replace(probability_threshold=0.0)
     segmenter.update_config(**{f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})
-    segmenter.set_queries(list(protocol.queries))
+    segmenter.set_queries(list(protocol.queries), ProgressBar("encoding class names", "prompt") if progress else None)
     if len(segmenter.labels) != len(protocol.queries):
         raise ConfigError(f"segmenter took {len(segmenter.labels)} labels for {len(protocol.queries)} classes")
 
@@ -166,10 +178,13 @@ def evaluate(
     try:
         for count, sample_id in enumerate(todo, start=1):
             image, ground_truth = dataset.load(sample_id)
-            labels = to_dataset_labels(segmenter.segment(image).label_map, has_background)
+            result = segmenter.segment(image)
+            label_map = result.label_map
             if protocol.area_threshold:
-                labels = apply_area_threshold(labels, protocol.area_threshold)
-            run.confusion.update(ground_truth, labels)
+                label_map = thresholded_labels(
+                    label_map, result.confidence, protocol.segmenter.probability_threshold, protocol.area_threshold
+                )
+            run.confusion.update(ground_truth, to_dataset_labels(label_map, has_background))
             run.processed.append(sample_id)
             run.seconds = elapsed_before + time.perf_counter() - started
             bar.update(1)
