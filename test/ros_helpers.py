@@ -61,8 +61,9 @@ SENSOR = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Reliab
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# The test-only interface packages (test/interfaces/: vision_msgs), built by scripts/setup.sh.
-TEST_INSTALL = ROOT / "install-test"
+# The test-only interface packages (test/interfaces/: vision_msgs), built by scripts/setup.sh (and for Jazzy by
+# scripts/test-jazzy.sh, which names its own tree in ZEROSEG_TEST_INSTALL).
+TEST_INSTALL = Path(os.environ.get("ZEROSEG_TEST_INSTALL", ROOT / "install-test"))
 
 
 def interfaces_env(env: dict[str, str] | None = None) -> dict[str, str]:
