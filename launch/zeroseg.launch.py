@@ -50,6 +50,8 @@ NODE_PARAMETER_ARGUMENTS = (
     "use_compressed",
     "quick_gelu",
     "use_depth",
+    "publish_mask_compressed",
+    "publish_overlay_compressed",
 )
 # RViz shows these fixed topics (config/zeroseg.rviz); the launch file remaps them to the real ones. The input
 # display subscribes through image_transport, which picks the transport from the topic's last name:

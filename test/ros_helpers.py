@@ -48,6 +48,8 @@ FAST_NODE_PARAMETERS: dict[str, Any] = {
     "short_side": 64,
     "templates": "none",
     "diagnostics_period": 0.5,
+    # Random weights mean nothing to the default background words and threshold: left out, every label can win.
+    "background_words": "",
 }
 
 LATCHED = QoSProfile(

@@ -37,7 +37,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
@@ -66,6 +66,7 @@ from zeroseg_ros.ros.params import (
     model_config,
     segmenter_config,
 )
+from zeroseg_ros.ros.qos import LATCHED_QOS, OUTPUT_QOS, QUERIES_QOS, camera_qos
 from zeroseg_ros.ros.spatial import SpatialOutputs
 from zeroseg_ros.ros.transport import LARGE_FRAMES_PROFILE, config_file
 from zeroseg_ros.ros.worker import Frame, InferenceWorker
@@ -90,39 +91,7 @@ JPEG_QUALITY = 90
 IMAGE_TOPIC = "image"
 COMPRESSED_IMAGE_TOPIC = "image/compressed"
 QUERIES_TOPIC = "queries"
-IMAGE_QOS_DEPTH = 1
-LATCHED_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.TRANSIENT_LOCAL,
-)
-# Reliable + volatile: matches every reliable publisher, volatile (rclpy's and rclcpp's default) and
-# transient-local alike. A transient-local subscription would refuse volatile publishers (incompatible QoS)
-# and drop their queries. Queries set before the node starts belong in the ``queries`` parameter.
-QUERIES_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=10,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
-OUTPUT_QOS = QoSProfile(
-    history=HistoryPolicy.KEEP_LAST,
-    depth=1,
-    reliability=ReliabilityPolicy.RELIABLE,
-    durability=DurabilityPolicy.VOLATILE,
-)
 PARAMETER_TYPES = frozenset(range(ParameterType.PARAMETER_NOT_SET, ParameterType.PARAMETER_STRING_ARRAY + 1))
-
-
-def image_qos(reliable: bool) -> QoSProfile:
-    """The sensor-data profile with depth 1 (newest frame only), or reliable for bag replay."""
-    return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=IMAGE_QOS_DEPTH,
-        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.VOLATILE,
-    )
 
 
 def _failed(reason: str) -> SetParametersResult:
@@ -386,7 +355,7 @@ class ZerosegNode(LifecycleNode):
         it reports one."""
         if self._camera_subscription is not None:
             return
-        compressed, qos = bool(self._values["use_compressed"]), image_qos(bool(self._values["reliable"]))
+        compressed, qos = bool(self._values["use_compressed"]), camera_qos(bool(self._values["reliable"]))
         msg_type, topic = (CompressedImage, COMPRESSED_IMAGE_TOPIC) if compressed else (Image, IMAGE_TOPIC)
         events = SubscriptionEventCallbacks(message_lost=self._on_frames_lost)
         try:
