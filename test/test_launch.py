@@ -26,7 +26,7 @@ LAUNCH_ARGUMENTS = {"image", "depth", "camera_info", "params_file", "namespace",
 NODE_PARAMETER_ARGUMENTS = {
     "queries", "model", "pretrained", "checkpoint", "cache_dir", "random_weights", "image_encoder_engine", "device",
     "precision", "onednn", "method", "short_side", "probability_threshold", "max_rate", "reliable", "use_compressed",
-    "quick_gelu", "use_depth",
+    "quick_gelu", "use_depth", "publish_mask_compressed", "publish_overlay_compressed",
 }  # fmt: skip
 RVIZ_FILES = ("zeroseg.rviz", "zeroseg_compressed.rviz")
 RVIZ_PLACEHOLDERS = {"/zeroseg_rviz/input", "/zeroseg_rviz/mask_color", "/zeroseg_rviz/overlay"}
