@@ -291,7 +291,13 @@ def test_an_exported_onnx_encoder_runs_in_the_node(tmp_path: Path) -> None:
         assert later.successful, later.reason
         test_probe.publish_frame(make_frame(48, 64), "rgb8", stamp_ns=8)
         test_probe.spin_until(lambda: stamp_ns(test_probe.received["mask"][-1].header) == 8, 90.0, "frame 8")
-        assert image_to_array(test_probe.received["mask"][-1]).max() == 0  # threshold 1: all background
+        test_probe.spin_until(
+            lambda: stamp_ns(test_probe.received["confidence"][-1].header) == 8, 30.0, "frame 8's confidence"
+        )
+        # Threshold 1: a pixel keeps its label only where its probability is 1 (float32 saturates there).
+        mask = image_to_array(test_probe.received["mask"][-1])
+        confidence = image_to_array(test_probe.received["confidence"][-1])
+        assert np.all((mask == 0) | (confidence >= 1.0))
         assert test_probe.diagnostics()["method"] == "maskclip"
         log = node.log()
     assert "exported with method 'maskclip'" in log and "encoder.onnx (64 x 96 input)" in log

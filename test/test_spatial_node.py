@@ -189,7 +189,8 @@ def test_colour_depth_and_camera_info_give_points_objects_markers_and_a_heatmap(
             heatmap = image_to_array(received_for(test_probe, "heatmap", stamp)[0])
             assert heatmap.shape == (HEIGHT, WIDTH)
             car = mask == labels.index("car") + 1
-            np.testing.assert_array_equal(heatmap[car], confidence[car])
+            # The heat map sums the softmax denominator in its own order (labels.query_probability).
+            np.testing.assert_allclose(heatmap[car], confidence[car], rtol=1e-5, atol=1e-6)
 
         # Frame 3 has no depth within depth_tolerance: segmented as before, objects in 2-D only, no points.
         lonely = 1_700_000_000_900_000_000

@@ -5,7 +5,8 @@ belongs to the newest frame and no queue grows behind a slow model. Query and se
 thread, which encodes their text beside the running pipeline (``Segmenter.set_queries`` holds the frame lock
 only to swap the result in): frames keep flowing with the old queries until the new ones are ready, and the
 executor is never blocked. After a change the inference thread runs the pipeline once for the frame sizes
-seen (warm-up), so the next frame does not pay for it.
+seen (warm-up), so the next frame does not pay for it. Settings changes apply from the next frame: the
+inference thread waits for them (they need new text only for background words or templates).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class InferenceWorker:
         self._requested = 0.0  # time.monotonic() of the pending queries' request (else of a pending setting)
         self.pending_queries: str | None = None
         self._changed = False  # a change was applied: warm up before the next frame
+        self._applying_config = False  # the text thread is applying settings: the next frame waits for them
         self._stopping = False
         self._last_started = 0.0
         # Frame sizes to have ready (recorded, on CUDA) whenever queries or settings change, oldest first.
@@ -145,6 +147,7 @@ class InferenceWorker:
             self._pending_config.update(parameters)
             self._requested = self._requested or time.monotonic()
             self._changes.notify_all()
+            self._wake.notify_all()
 
     # ------------------------------------------------------------------ the text thread
     def _prepare_changes(self) -> None:
@@ -157,10 +160,15 @@ class InferenceWorker:
                 queries, self._pending_queries = self._pending_queries, None
                 done, self._queries_done = self._queries_done, []
                 config, self._pending_config = self._pending_config, {}
+                self._applying_config = bool(config)
                 requested = self._requested
             # Settings and queries are applied apart: a refused setting does not lose the queries.
             if config:
                 self._apply_config(config)
+                with self._wake:  # frames go on with the new settings while queries of the batch are encoded
+                    self._applying_config = False
+                    self._changed = True
+                    self._wake.notify_all()
             if queries is not None:
                 self._apply_queries(queries, done, requested)
             with self._wake:
@@ -192,7 +200,10 @@ class InferenceWorker:
     # ------------------------------------------------------------------ the inference thread
     def _take_work(self) -> tuple[Frame | None, bool]:
         with self._wake:
-            while not self._stopping and self._frame is None and not self._changed:
+            # Settings apply from the next frame (they rarely need text; queries may take long and do not wait).
+            while not self._stopping and (
+                (self._frame is None and not self._changed) or self._pending_config or self._applying_config
+            ):
                 self._wake.wait(timeout=0.5)
             changed, self._changed = self._changed, False
             frame = None
