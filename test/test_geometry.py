@@ -226,3 +226,20 @@ def test_an_object_without_any_depth_has_no_3d_statistics() -> None:
     intrinsics = Intrinsics.from_k([20.0, 0, 9.5, 0, 20.0, 9.5, 0, 0, 1], 20, 20).scaled(10, 10)
     (found,) = find_objects(label_map, np.ones((20, 20), np.float32), 10, depth, intrinsics)
     assert found.centroid is None and found.extents is None and found.valid_depth_fraction == 0.0
+
+
+@pytest.mark.parametrize("spacing", [2, 3], ids=["more_than_65535_components", "fewer_than_65535_components"])
+def test_every_component_is_its_own_object_however_many_there_are(spacing: int) -> None:
+    # Isolated pixels: 600x600 / 2^2 = 90,000 components (OpenCV's 32-bit numbering), / 3^2 = 40,000 (16-bit).
+    label_map = np.zeros((600, 600), dtype=np.uint8)
+    label_map[::spacing, ::spacing] = 1
+    confidence = np.random.default_rng(0).random(label_map.shape, dtype=np.float32)
+    objects = find_objects(label_map, confidence, min_pixels=1)
+    rows, cols = np.nonzero(label_map)
+    assert len(objects) == len(rows) == (600 // spacing) ** 2
+    assert sorted((o.box[1], o.box[0]) for o in objects) == sorted(zip(rows.tolist(), cols.tolist(), strict=True))
+    assert all(o.pixels == 1 and o.box[2:] == (1, 1) for o in objects)
+    by_pixel = {(o.box[1], o.box[0]): o.mean_confidence for o in objects}
+    assert [by_pixel[(r, c)] for r, c in zip(rows[:50], cols[:50], strict=True)] == pytest.approx(
+        confidence[rows[:50], cols[:50]].tolist()
+    )
