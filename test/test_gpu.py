@@ -162,3 +162,15 @@ def test_onnx_runtime_encoder_on_cuda(frame: np.ndarray, eager_fp32, tmp_path: P
     result = seg.segment(frame)
     np.testing.assert_allclose(result.confidence, eager_fp32.confidence, atol=1e-3)
     assert (result.label_map == eager_fp32.label_map).mean() > 0.99
+
+
+def test_recording_a_cuda_graph_reports_its_runs(frame: np.ndarray) -> None:
+    works: list[tuple[str, int, int]] = []
+
+    def factory(description: str, unit: str):
+        return lambda done, total: works.append((description, done, total))
+
+    segmenter(progress=factory).segment(frame)
+    wanted = "recording a CUDA graph for 640 x 480"
+    recording = [(done, total) for what, done, total in works if what.startswith(wanted)]
+    assert recording == [(1, 3), (2, 3), (3, 3)]

@@ -64,9 +64,6 @@ class Handler:
     def queries_applied(self, labels: tuple[str, ...], seconds: float) -> None:
         self._record("queries_applied", labels)
 
-    def encoding_progress(self, done: int, total: int) -> None:
-        pass
-
     def queries_rejected(self, reason: str) -> None:
         self._record("queries_rejected", reason)
 

@@ -36,6 +36,7 @@ from torch import nn
 from zeroseg_ros.core.config import ModelConfig
 from zeroseg_ros.core.errors import ConfigError, WeightsNotFoundError
 from zeroseg_ros.core.onednn import LinearTiming, measure_linear
+from zeroseg_ros.core.progress import Progress
 
 LOGGER = logging.getLogger(__name__)
 
@@ -106,8 +107,13 @@ def resolve_precision(spec: str, device: torch.device, bf16_timing: Callable[[],
     return "fp32", f"auto: bf16 is not clearly faster on this CPU, {timing}"
 
 
-def load_clip(config: ModelConfig) -> LoadedCLIP:
-    """Build the open_clip model of ``config`` with its weights, in eval mode, on its device and precision."""
+LOADING_STEPS = 4  # the model with its weights; the precision; on the device; the tokenizer
+
+
+def load_clip(config: ModelConfig, progress: Progress | None = None) -> LoadedCLIP:
+    """Build the open_clip model of ``config`` with its weights, in eval mode, on its device and precision.
+    ``progress(done, LOADING_STEPS)`` follows the steps (open_clip shows none, except for downloads)."""
+    report = progress or (lambda done, total: None)
     device = resolve_device(config.device)
     # bf16 runs on any CPU (natively only with AVX512-BF16 or AMX); fp16 products on a CPU are slow.
     if config.precision == "fp16" and device.type != "cuda":
@@ -133,9 +139,14 @@ def load_clip(config: ModelConfig) -> LoadedCLIP:
         model, activation_source = _from_pretrained_tag(config)
         weights = f"open_clip pretrained '{config.pretrained}'"
 
+    report(1, LOADING_STEPS)
     precision, precision_source = resolve_precision(config.precision, device, lambda: _time_bf16(model))
     dtype = _DTYPES[precision]
+    report(2, LOADING_STEPS)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    report(3, LOADING_STEPS)
+    tokenizer = open_clip.get_tokenizer(config.name)
+    report(LOADING_STEPS, LOADING_STEPS)
     preprocess = open_clip.get_model_preprocess_cfg(model)
     activation = "QuickGELU" if any(isinstance(m, QuickGELU) for m in model.modules()) else "GELU"
     LOGGER.info(
@@ -149,7 +160,7 @@ def load_clip(config: ModelConfig) -> LoadedCLIP:
     )
     return LoadedCLIP(
         model=model,
-        tokenizer=open_clip.get_tokenizer(config.name),
+        tokenizer=tokenizer,
         device=device,
         dtype=dtype,
         mean=tuple(preprocess.get("mean", open_clip.OPENAI_DATASET_MEAN)),  # type: ignore[arg-type]

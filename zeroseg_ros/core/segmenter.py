@@ -46,8 +46,9 @@ from zeroseg_ros.core.preprocess import (
     check_image,
     target_size,
 )
+from zeroseg_ros.core.progress import Progress, ProgressFactory
 from zeroseg_ros.core.temporal import ProbabilityEMA
-from zeroseg_ros.core.text import Progress, Query, TextEncoder, parse_queries
+from zeroseg_ros.core.text import Query, TextEncoder, parse_queries
 from zeroseg_ros.core.text_cache import resolve_cache_dir
 from zeroseg_ros.core.vocab import expand_background_words
 
@@ -55,6 +56,7 @@ LOGGER = logging.getLogger(__name__)
 
 PAMR_ITERATIONS = 10
 PAMR_DILATIONS = (8, 16)
+GRAPH_WARMUP_RUNS = 2  # eager runs before a capture: they fill the caches and autotuning
 GRAPHS_KEPT = 8  # recorded CUDA graphs kept (each holds its own memory pool); the least recently used go first
 
 
@@ -148,7 +150,8 @@ class Segmenter:
     the torch intra-op threads of that encoding on the CPU (None: torch's setting), so that frames keep cores.
     ``onednn`` (fp32 on the CPU): True routes the products through oneDNN, False keeps PyTorch's own, None times
     both at start-up (``onednn.measure_linear``) and takes oneDNN only where it is clearly faster
-    (``onednn.CLEAR_WIN``).
+    (``onednn.CLEAR_WIN``). ``progress`` makes the ``Progress`` of each long wait (model loading, text encoding,
+    warm-up, CUDA-graph recording): bars on the command line, log lines in the node.
     """
 
     def __init__(
@@ -160,10 +163,14 @@ class Segmenter:
         image_encoder: ImageEncoder | None = None,
         onednn: bool | None = None,
         text_threads: int | None = None,
+        progress: ProgressFactory | None = None,
     ) -> None:
         self.model_config = model_config or ModelConfig()
         self._config = config or SegmenterConfig()
-        self._clip: LoadedCLIP = load_clip(self.model_config)
+        self._progress = progress
+        self._clip: LoadedCLIP = load_clip(
+            self.model_config, self._progress_of(f"loading CLIP {self.model_config.name}", "step")
+        )
         self.device = self._clip.device
         self._use_graphs = (
             cuda_graphs and self.device.type == "cuda" and (image_encoder is None or image_encoder.cuda_graph_safe)
@@ -194,6 +201,9 @@ class Segmenter:
         self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
         self._lock = threading.RLock()  # frames; a change holds it only to swap in what it prepared
         self._change_lock = threading.RLock()  # changes, one at a time; text encoding happens under it only
+
+    def _progress_of(self, description: str, unit: str) -> Progress | None:
+        return None if self._progress is None else self._progress(description, unit)
 
     def _choose_onednn(self, wanted: bool | None) -> tuple[bool, str]:
         """Whether fp32 CPU products go through oneDNN (onednn.py: the same features, twice as fast on an AMD
@@ -236,9 +246,10 @@ class Segmenter:
     def set_queries(self, queries: str | Sequence[str], progress: Progress | None = None) -> list[Query]:
         """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on. Returns
         when they apply; frames on other threads meanwhile keep the previous queries. ``progress(done, total)``
-        follows the prompts' encoding (``TextEncoder.encode``)."""
+        follows the prompts' encoding (``TextEncoder.encode``); by default the one of the ``progress`` factory."""
         parsed = parse_queries(queries)
         with self._change_lock:
+            progress = progress or self._progress_of(f"encoding {len(parsed)} queries", "prompt")
             state = self._text_state(parsed, self._config, progress)
             with self._lock:
                 self._state = state
@@ -258,7 +269,10 @@ class Segmenter:
             # All or nothing: a failure (e.g. too many phrases with new background words) keeps every setting.
             self._text.set_templates(new.templates)
             try:
-                state = self._text_state(list(self._state.queries), new) if self._state is not None else None
+                state = None
+                if self._state is not None:
+                    progress = self._progress_of("encoding the new settings' text", "prompt")
+                    state = self._text_state(list(self._state.queries), new, progress)
             except BaseException:
                 self._text.set_templates(self._config.templates)
                 raise
@@ -394,8 +408,11 @@ class Segmenter:
 
     def warmup(self, sizes: Sequence[tuple[int, int]], overlay_alpha: float | None = None) -> None:
         """Run (and on CUDA, record) the pipeline for ``(height, width)`` frame sizes before the first frame."""
-        for height, width in sizes:
+        progress = self._progress_of("warming up", "frame size")
+        for done, (height, width) in enumerate(sizes, start=1):
             self.segment(np.zeros((height, width, 3), dtype=np.uint8), overlay_alpha=overlay_alpha)
+            if progress is not None:
+                progress(done, len(sizes))
         self._temporal.restart()  # blank warm-up frames must not enter the average
 
     def _segment(
@@ -447,16 +464,20 @@ class Segmenter:
         channels = channels.clone()
         alpha = None if alpha is None else alpha.clone()
         untimed = _StageTimer(self.device, False)
+        progress = self._progress_of(f"recording a CUDA graph for {image.shape[1]} x {image.shape[0]} frames", "run")
+        report = progress or (lambda done, total: None)
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
-            for _ in range(2):
+            for run in range(1, GRAPH_WARMUP_RUNS + 1):
                 self._infer(frame, channels, state, untimed, alpha)
+                report(run, GRAPH_WARMUP_RUNS + 1)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (a ROS callback, say) must not invalidate this capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             packed, fields = self._infer(frame, channels, state, untimed, alpha)
+        report(GRAPH_WARMUP_RUNS + 1, GRAPH_WARMUP_RUNS + 1)
         LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
         return _Graph(frame=frame, channels=channels, alpha=alpha, packed=packed, fields=fields, graph=graph)
 

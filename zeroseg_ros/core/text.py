@@ -10,7 +10,7 @@ optionally on disk (``text_cache.py``), so a restart with the same vocabulary co
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from zeroseg_ros.core.errors import InvalidQueryError
 from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block
+from zeroseg_ros.core.progress import Progress
 from zeroseg_ros.core.text_cache import DiskTextCache, text_tower_fingerprint
 from zeroseg_ros.core.vocab import expand_vocab_refs
 
@@ -43,8 +44,6 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 MAX_PHRASE_CHARS = 200
-
-Progress = Callable[[int, int], None]  # (prompts encoded so far, prompts to encode)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ from zeroseg_ros.core.config import parse_frame_sizes, parse_tristate, split_wor
 from zeroseg_ros.core.errors import ConfigError, InvalidQueryError, WeightsNotFoundError, ZerosegError
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.overlay import draw_legend, palette
+from zeroseg_ros.core.progress import LoggedProgress, Progress
 from zeroseg_ros.core.segmenter import ImageEncoder, SegmentationResult, Segmenter
 from zeroseg_ros.core.text import parse_queries
 from zeroseg_ros.ros.diagnostics import FrameStatistics, HealthMonitor, hardware_id, segmentation_status
@@ -247,7 +248,9 @@ class ZerosegNode(LifecycleNode):
                 )
             engine = self._engine(values)
             onednn = parse_tristate("onednn", str(values["onednn"]))
-            segmenter = Segmenter(model, segmenter_config(values), image_encoder=engine, onednn=onednn)
+            segmenter = Segmenter(
+                model, segmenter_config(values), image_encoder=engine, onednn=onednn, progress=self.progress
+            )
         except (ZerosegError, OSError) as error:
             self.configure_error = error if isinstance(error, ZerosegError) else ConfigError(str(error))
             self.get_logger().error(f"configure failed: {error}")
@@ -549,11 +552,9 @@ class ZerosegNode(LifecycleNode):
         )
         self._warned_no_queries = False
 
-    def encoding_progress(self, done: int, total: int) -> None:
-        if done < total:  # a query change that fits in one batch needs no progress line
-            self.get_logger().info(
-                f"encoding {total} prompts for the queries: {100 * done // total} %", throttle_duration_sec=2.0
-            )
+    def progress(self, description: str, unit: str) -> Progress:
+        """The segmenter's long waits (loading, text encoding, warm-up, CUDA graphs) as throttled log lines."""
+        return LoggedProgress(self.get_logger().info, description, unit)
 
     def queries_rejected(self, reason: str) -> None:
         self.statistics.request_rejected(reason)

@@ -46,8 +46,6 @@ class WorkerHandler(Protocol):
     def queries_applied(self, labels: tuple[str, ...], seconds: float) -> None:
         """The queries frames now use, ``seconds`` after they were requested."""
 
-    def encoding_progress(self, done: int, total: int) -> None: ...
-
     def queries_rejected(self, reason: str) -> None: ...
 
     def config_failed(self, parameters: dict[str, Any], reason: str) -> None:
@@ -185,7 +183,7 @@ class InferenceWorker:
 
     def _apply_queries(self, text: str, done: list[QueriesDone], requested: float) -> None:
         try:
-            self._segmenter.set_queries(text, progress=self._handler.encoding_progress)
+            self._segmenter.set_queries(text)  # its progress: the segmenter's (the node's log lines)
         except Exception as error:  # refused (InvalidQueryError) or failed: the previous queries stay
             reason = str(error) if isinstance(error, ZerosegError) else f"{type(error).__name__}: {error}"
             self._handler.queries_rejected(reason)

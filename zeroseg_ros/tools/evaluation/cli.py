@@ -25,6 +25,7 @@ from zeroseg_ros.tools.cli_args import (
     model_config_from_args,
     segmenter_config_from_args,
 )
+from zeroseg_ros.tools.console import ProgressBar
 from zeroseg_ros.tools.evaluation.datasets import DATASETS, open_dataset
 from zeroseg_ros.tools.evaluation.presets import PRESETS, Protocol, resolve_protocol
 from zeroseg_ros.tools.evaluation.report import write_report
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     model_config = model_config_from_eval_args(args, protocol)
     if model_config.random_init:
         torch.manual_seed(0)  # the same random model in a run and in its resumption
-    segmenter = Segmenter(model_config, protocol.segmenter)
+    segmenter = Segmenter(model_config, protocol.segmenter, progress=None if args.no_progress else ProgressBar)
     result = evaluate(
         segmenter,
         dataset,
