@@ -125,3 +125,25 @@ def test_a_rejected_change_keeps_the_old_queries_and_frames(segmenter, gate):
         assert segmenter.segment(IMAGE).labels == ("cat", "dog")
     finally:
         segmenter.update_config(max_queries=CONFIG.max_queries)
+
+
+def test_on_the_cpu_frames_leave_the_encoding_a_pause_after_each_frame(segmenter, gate, monkeypatch):
+    from zeroseg_ros.core import segmenter as segmenter_module
+
+    segmenter.segment(IMAGE)  # a frame while nothing is encoded sets the normal frame time
+    assert segmenter._frame_s > 0
+    segmenter._frame_s = 10.0  # as if frames took 10 s: the pause must be about 5 s (sleep is only recorded)
+    pauses: list[float] = []
+    monkeypatch.setattr(segmenter_module.time, "sleep", pauses.append)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        change = pool.submit(segmenter.set_queries, "car, road, sky")
+        assert gate.entered.wait(GENEROUS_S)
+        for _ in range(2):
+            pool.submit(segmenter.segment, IMAGE).result(timeout=GENEROUS_S)
+        assert segmenter._frame_s == 10.0  # frames beside the encoding are not the normal frame time
+        gate.open()
+        change.result(timeout=GENEROUS_S)
+    segmenter.segment(IMAGE)  # no pause once the change is done
+    expected = segmenter_module.TEXT_ENCODING_PAUSE * 10.0
+    assert len(pauses) == 2 and all(expected - 1.0 < pause <= expected for pause in pauses)
+    assert segmenter._frame_s < 10.0
