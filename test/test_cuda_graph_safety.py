@@ -102,6 +102,24 @@ def test_refinement_and_sliding_windows_record_without_host_synchronisation(
     assert not NOT_RECORDABLE & set(ops)
 
 
+def test_pamr_at_the_frame_resolution_records_without_host_synchronisation(segmenter: Segmenter) -> None:
+    ops = traced_frame(
+        segmenter,
+        MANY_PHRASES,
+        method="naclip",
+        background_words=(),
+        pamr=True,
+        pamr_resolution="frame",
+        exact_labels=False,
+        heatmap_query="car",
+    )
+    labelling = {op.removesuffix("_") for op in ops}
+    # frame-sized logits are labelled as they are: the exact path, not the candidates'
+    assert "aten::scatter_reduce" in labelling and "aten::topk" not in labelling
+    assert not NOT_RECORDABLE & set(ops)
+    segmenter.update_config(pamr=False, pamr_resolution="input", heatmap_query="")
+
+
 def test_temporal_smoothing_and_the_heatmap_record_without_host_synchronisation(segmenter: Segmenter) -> None:
     ops = traced_frame(segmenter, method="naclip", background_words=(), temporal_smoothing=0.5, heatmap_query="car")
     assert {"aten::log", "aten::clamp_min"} <= set(ops)  # the moving average ran in the traced part

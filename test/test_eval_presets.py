@@ -12,7 +12,7 @@ from zeroseg_ros.core.vocab import load_vocabulary
 from zeroseg_ros.tools.evaluation.cli import model_config_from_eval_args, protocol_from_args, register
 from zeroseg_ros.tools.evaluation.datasets import DATASETS
 from zeroseg_ros.tools.evaluation.presets import PRESETS, REFERENCES, Protocol, resolve_protocol
-from zeroseg_ros.tools.evaluation.report import published, published_for
+from zeroseg_ros.tools.evaluation.report import _protocol_line, published, published_for
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -67,6 +67,8 @@ def test_naclip_settings_are_those_of_its_v2_commit(dataset: str, expected: tupl
     protocol = resolve_protocol("naclip", dataset)
     assert (*_window(protocol), protocol.segmenter.probability_threshold) == expected
     assert protocol.segmenter.pamr
+    # naclip.py predict: logits upsampled to ori_shape, PAMR there guided by the input upsampled to it
+    assert protocol.segmenter.pamr_resolution == "frame"
     assert protocol.segmenter.logit_scale == 40.0
     assert protocol.area_threshold is None
     assert protocol.precision == "fp16"
@@ -132,6 +134,22 @@ def test_naclip_is_shown_with_the_v2_readme_numbers() -> None:
     commit = REFERENCES["naclip"].commit
     shown = {dataset: [row["miou"] for row in published_for(dataset, commit)[0]] for dataset in DATASETS}
     assert (shown["voc21"], shown["voc20"], shown["coco-stuff"]) == ([64.07], [83.03], [25.69])
+
+
+@pytest.mark.parametrize("preset", ["sclip", "clearclip", "maskclip"])
+def test_other_presets_keep_pamr_at_the_model_input_resolution(preset: str) -> None:
+    # their references run no PAMR; turned on with --pamr it keeps the segmenter's default
+    assert resolve_protocol(preset, "voc21", {"pamr": True}).segmenter.pamr_resolution == "input"
+
+
+def test_the_report_says_at_which_resolution_pamr_ran() -> None:
+    naclip = resolve_protocol("naclip", "context60")
+    assert "PAMR on at the frame's resolution" in _protocol_line(naclip.summary())
+    at_input = resolve_protocol("naclip", "context60", {"pamr_resolution": "input"})
+    assert "PAMR on at the model input's resolution" in _protocol_line(at_input.summary())
+    assert at_input.changed_from_preset() == ["pamr_resolution"]
+    assert "PAMR off" in _protocol_line(resolve_protocol("naclip", "context60", {"pamr": False}).summary())
+    assert "PAMR off" in _protocol_line(resolve_protocol("sclip", "context60").summary())
 
 
 def test_changed_settings_are_named() -> None:
@@ -201,6 +219,17 @@ def test_cli_overrides_reach_the_protocol() -> None:
     assert not settings.pamr
     assert (settings.short_side, settings.slide_crop, settings.logit_scale) == (448, 0, 55.0)
     assert (settings.probability_threshold, settings.templates) == (0.2, "short")
+
+
+def test_cli_pamr_resolution_reaches_the_protocol() -> None:
+    assert protocol_from_args(_parse("--dataset", "voc21")).segmenter.pamr_resolution == "frame"
+    args = _parse("--dataset", "voc21", "--pamr-resolution", "input")
+    assert protocol_from_args(args).segmenter.pamr_resolution == "input"
+    args = _parse("--dataset", "voc21", "--preset", "sclip", "--pamr", "--pamr-resolution", "frame")
+    sclip = protocol_from_args(args)
+    assert (sclip.segmenter.pamr, sclip.segmenter.pamr_resolution) == (True, "frame")
+    with pytest.raises(SystemExit):
+        _parse("--dataset", "voc21", "--pamr-resolution", "image")
 
 
 def test_cli_keeps_fp32_on_cpu_for_an_fp16_preset() -> None:

@@ -28,6 +28,8 @@ from zeroseg_ros.core.labels import (
     exact_labels,
     label_statistics,
     pixel_labels,
+    query_probability,
+    upsampled,
 )
 from zeroseg_ros.core.segmenter import Segmenter
 
@@ -62,6 +64,26 @@ def test_few_phrases_take_the_exact_path() -> None:
     got = pixel_labels(logits, (30, 40), 40.0, columns, logits.shape[0], exact=False)
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_logits_already_at_the_frame_size_are_labelled_as_they_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PAMR at the frame's resolution hands over frame-sized logits: 12 phrases (more than the candidate slots),
+    # 4 classes of 3 synonyms; labels, confidence and heat map are their softmax, with no resize in between,
+    # and the candidate path (nothing left to upsample, its per-cell work would cost more) is not taken.
+    logits = torch.randn(12, 30, 40, generator=torch.Generator().manual_seed(4)) * 0.05
+    columns = torch.arange(12) // 3
+    assert upsampled(logits, (30, 40)) is logits
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("candidate_labels called on logits already at the frame size")
+
+    monkeypatch.setattr("zeroseg_ros.core.labels.candidate_labels", refuse)
+    by_class = torch.softmax(logits * 40.0, dim=0).view(4, 3, 30, 40).amax(dim=1)
+    for exact in (False, True):
+        confidence, column = pixel_labels(logits, (30, 40), 40.0, columns, 4, exact)
+        torch.testing.assert_close(confidence, by_class.amax(dim=0), rtol=0, atol=1e-6)
+        assert torch.equal(column, by_class.argmax(dim=0))
+    torch.testing.assert_close(query_probability(logits, (30, 40), 40.0, slice(3, 6)), by_class[1], rtol=0, atol=1e-6)
 
 
 def test_candidates_covering_every_phrase_give_the_exact_labels_by_class() -> None:

@@ -8,9 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.errors import ConfigError, InvalidImageError, InvalidQueryError
+from zeroseg_ros.core.pamr import pamr
 from zeroseg_ros.core.segmenter import Segmenter, pack_outputs, unpack_outputs
 
 # Queries only, no threshold: these tests check how queries compete (test_one_target.py checks the defaults).
@@ -115,6 +117,84 @@ def test_sliding_window_and_pamr_keep_output_contract(segmenter, changes):
     assert result.areas.sum() == 100 * 180
 
 
+def _blocks(height=100, width=150, seed=6):
+    """Flat colour blocks with a little noise: edges for PAMR to follow, and a frame size that is no multiple of
+    16, so that the model input (64 x 96 at short side 64) and the frame differ."""
+    generator = np.random.default_rng(seed)
+    colours = generator.integers(0, 256, (4, 6, 3))
+    image = np.kron(colours, np.ones((25, 25, 1)))[:height, :width] + generator.normal(0, 8, (height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _pamr_probabilities(segmenter, image, resolution):
+    """Each phrase's probability per frame pixel with PAMR, rebuilt here from the segmenter's patch logits: at
+    ``input``, PAMR on the logits and normalised pixels at the model input's size, then bilinear to the frame;
+    at ``frame``, as NACLIP v2's predict (sinahmr/NACLIP@0cac3a6 naclip.py): patch logits to the model input,
+    then to the frame, PAMR there with the normalised input upsampled bilinearly to the frame as guide."""
+    height, width = image.shape[:2]
+    size = segmenter.model_input_size(height, width)
+    with torch.inference_mode():
+        pixels = segmenter._normalise(torch.from_numpy(image), size)
+        logits = segmenter._patch_logits(pixels, segmenter._state.embeddings)
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        guide = pixels
+        if resolution == "frame":
+            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            guide = F.interpolate(pixels.float(), size=(height, width), mode="bilinear", align_corners=False)
+        refined = pamr(guide, logits, iterations=10, dilations=(8, 16))
+        if resolution == "input":
+            refined = F.interpolate(refined, size=(height, width), mode="bilinear", align_corners=False)
+        return torch.softmax(refined[0].float() * segmenter.config.logit_scale, dim=0).numpy()
+
+
+# At the frame's resolution the labels come from the frame-sized logits as they are, exactly, also where the
+# candidate path would otherwise be taken (more than 8 phrases, exact_labels off).
+@pytest.mark.parametrize(("resolution", "exact"), [("input", True), ("frame", True), ("frame", False)])
+def test_pamr_at_each_resolution_equals_pamr_rebuilt_step_by_step(segmenter, resolution, exact):
+    segmenter.set_queries("cat, dog, car, tree, road, sky, wall, person, bicycle, grass")
+    segmenter.update_config(
+        short_side=64, pamr=True, pamr_resolution=resolution, exact_labels=exact, heatmap_query="dog"
+    )
+    image = _blocks()
+    assert segmenter.model_input_size(*image.shape[:2]) == (64, 96)
+    result = segmenter.segment(image)
+    probabilities = _pamr_probabilities(segmenter, image, resolution)
+    ranked = np.sort(probabilities, axis=0)
+    clear = ranked[-1] - ranked[-2] > 1e-4  # ties may go either way in float32
+    np.testing.assert_array_equal(result.label_map[clear], probabilities.argmax(axis=0)[clear] + 1)
+    np.testing.assert_allclose(result.confidence, probabilities.max(axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(result.heatmap, probabilities[1], rtol=0, atol=1e-5)
+
+
+def test_pamr_at_the_frame_resolution_differs_from_pamr_at_the_input_one(segmenter):
+    segmenter.update_config(short_side=64, exact_labels=True)
+    image = _blocks()
+    unrefined = segmenter.segment(image).confidence
+    segmenter.update_config(pamr=True)
+    at_input = segmenter.segment(image).confidence
+    segmenter.update_config(pamr_resolution="frame")
+    at_frame = segmenter.segment(image).confidence
+    # Relative to what PAMR changes at all, which depends on the random weights (over 6 seeds: 0.4 to 0.6 of it).
+    refinement = np.abs(at_input - unrefined).max()
+    assert np.abs(at_frame - at_input).max() > 0.1 * refinement > 0
+
+
+def test_pamr_resolution_changes_nothing_without_pamr(segmenter):
+    segmenter.update_config(short_side=64)
+    image = _blocks()
+    at_input = segmenter.segment(image)
+    segmenter.update_config(pamr_resolution="frame")
+    at_frame = segmenter.segment(image)
+    np.testing.assert_array_equal(at_frame.label_map, at_input.label_map)
+    np.testing.assert_array_equal(at_frame.confidence, at_input.confidence)
+
+
+def test_pamr_resolution_must_be_input_or_frame():
+    with pytest.raises(ConfigError, match=r"pamr_resolution must be one of \('input', 'frame'\), got 'image'"):
+        SegmenterConfig(pamr_resolution="image")
+    assert SegmenterConfig().pamr_resolution == "input"  # the node's and the segmenter's default
+
+
 def test_sliding_window_with_one_crop_equals_single_pass(segmenter):
     """When the crop covers the whole resized image, sliding inference is one pass plus two resizes."""
     image = _image(64, 64, seed=5)
@@ -203,6 +283,7 @@ def test_no_queries_yet_is_a_clear_error():
         {"short_side": 8},
         {"slide_crop": 64, "slide_stride": 0},
         {"templates": "many"},
+        {"pamr_resolution": "Frame"},
         {"nonsense": 1},
     ],
 )

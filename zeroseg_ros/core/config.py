@@ -19,6 +19,7 @@ METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 TRISTATE = ("auto", "true", "false")
 TEMPLATE_SETS = ("imagenet80", "short", "none")
+PAMR_RESOLUTIONS = ("input", "frame")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -75,6 +76,11 @@ class SegmenterConfig:
     short_side: the image is resized so that its short side has this many pixels (0 keeps its size).
     slide_crop, slide_stride: sliding-window inference when ``slide_crop`` > 0, else one forward pass.
     pamr: pixel-adaptive mask refinement of the logits (10 steps, dilations 8 and 16).
+    pamr_resolution: where PAMR runs. ``input``: on the logits and normalised pixels at the model input's size,
+        before labels are upsampled to the frame (cheaper; the node's). ``frame``: as NACLIP v2's ``predict``,
+        on the logits upsampled bilinearly to the frame's size, guided by the normalised model input upsampled
+        bilinearly to it; the dilations are then frame pixels, and memory grows with phrases x frame pixels x
+        16 neighbours. Nothing changes without ``pamr``.
     neighbourhood_std: standard deviation, in patches, of NACLIP's Gaussian attention bias.
     exact_labels: upsample every phrase's logits to the whole frame (cost and memory grow with phrases x
         pixels) instead of only each pixel's few candidates (``labels.candidate_labels``: the same labels on
@@ -95,6 +101,7 @@ class SegmenterConfig:
     slide_crop: int = 0
     slide_stride: int = 112
     pamr: bool = False
+    pamr_resolution: str = "input"
     neighbourhood_std: float = 5.0
     exact_labels: bool = False
     max_queries: int = 256
@@ -118,6 +125,8 @@ class SegmenterConfig:
                 f"slide_crop must be >= 0 and 0 < slide_stride <= slide_crop, got crop {self.slide_crop}, "
                 f"stride {self.slide_stride}"
             )
+        if self.pamr_resolution not in PAMR_RESOLUTIONS:
+            raise ConfigError(f"pamr_resolution must be one of {PAMR_RESOLUTIONS}, got {self.pamr_resolution!r}")
         if self.neighbourhood_std <= 0:
             raise ConfigError(f"neighbourhood_std must be positive, got {self.neighbourhood_std}")
         if self.max_queries < 1:

@@ -1,8 +1,8 @@
 """From low-resolution class logits to the frame's label map, confidence and per-label statistics.
 
-The logits of S phrases come at the model's resolution (h x w); a pixel's label is the class of the phrase
-with the largest bilinearly upsampled logit, its confidence that phrase's softmax probability over all S
-phrases. Two ways to get there:
+The logits of S phrases come at the model's resolution (h x w), or already at the frame's (PAMR run there); a
+pixel's label is the class of the phrase with the largest bilinearly upsampled logit, its confidence that
+phrase's softmax probability over all S phrases. Two ways to get there:
 
 - ``exact_labels``: every phrase upsampled to the whole frame, softmax, best phrase per class, argmax. Its cost
   and memory grow with S x H x W (171 phrases on a 1920 x 1080 frame: 1.4 G values).
@@ -47,12 +47,20 @@ def _logsumexp(values: torch.Tensor, dim: int) -> torch.Tensor:
     return _exp_(values - top).sum(dim=dim).log_().add_(top.squeeze(dim))
 
 
+def upsampled(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(S, h, w)`` logits bilinearly at ``size``; those already there (PAMR at the frame's resolution) as
+    they are, without a copy."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
 def exact_labels(
     logits: torch.Tensor, size: tuple[int, int], logit_scale: float, class_of_row: torch.Tensor, num_columns: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Confidence and class column per pixel from ``(S, h, w)`` logits, every phrase at full resolution."""
     height, width = size
-    logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    logits = upsampled(logits, size)
     probabilities = torch.softmax(logits.float() * logit_scale, dim=0)
     if probabilities.shape[0] != num_columns:  # synonyms or background words: best phrase per class
         index = class_of_row.view(-1, 1, 1).expand_as(probabilities)
@@ -214,9 +222,10 @@ def pixel_labels(
     num_columns: int,
     exact: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Confidence and class column per pixel: ``exact_labels`` when asked for, or when there are no more phrases
-    than candidate slots (then it is also the cheaper), else ``candidate_labels``."""
-    if exact or logits.shape[0] <= 4 * CANDIDATES_PER_CORNER:
+    """Confidence and class column per pixel: ``exact_labels`` when asked for, when there are no more phrases
+    than candidate slots, or when the logits are already at ``size`` (in both it is also the cheaper: nothing is
+    left to upsample), else ``candidate_labels``."""
+    if exact or logits.shape[0] <= 4 * CANDIDATES_PER_CORNER or tuple(logits.shape[-2:]) == tuple(size):
         return exact_labels(logits, size, logit_scale, class_of_row, num_columns)
     return candidate_labels(logits, size, logit_scale, class_of_row)
 
@@ -228,13 +237,13 @@ def query_probability(
     softmax over all S phrases. Exact; the softmax's denominator is summed over phrases in chunks, so memory
     stays at ``chunk x H x W`` while the time grows with S x H x W (the heat map is one query's, on demand)."""
 
-    def upsampled(part: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(part[None], size=size, mode="bilinear", align_corners=False)[0].float() * logit_scale
+    def scaled(part: torch.Tensor) -> torch.Tensor:
+        return upsampled(part, size).float() * logit_scale
 
-    log_partition = torch.logsumexp(upsampled(logits[:chunk]), dim=0)
+    log_partition = torch.logsumexp(scaled(logits[:chunk]), dim=0)
     for start in range(chunk, logits.shape[0], chunk):
-        log_partition = torch.logaddexp(log_partition, torch.logsumexp(upsampled(logits[start : start + chunk]), dim=0))
-    return (upsampled(logits[rows]).amax(dim=0) - log_partition).exp_()
+        log_partition = torch.logaddexp(log_partition, torch.logsumexp(scaled(logits[start : start + chunk]), dim=0))
+    return (scaled(logits[rows]).amax(dim=0) - log_partition).exp_()
 
 
 def label_statistics(label_map: torch.Tensor, confidence: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,8 +5,9 @@ Stages, each in one place:
   2. resize and normalise on the device              ``preprocess.Normaliser``
   3. dense patch embeddings (training-free last block)  ``dense.DenseCLIPEncoder``
   4. cosine similarity to the cached text embeddings, in one pass or sliding windows
-  5. optional temporal smoothing at patch resolution (``temporal.ProbabilityEMA``), optional PAMR, then labels
-     and confidence at the frame's size (``labels.pixel_labels``), threshold
+  5. optional temporal smoothing at patch resolution (``temporal.ProbabilityEMA``), optional PAMR (at the model
+     input's size, or at the frame's: ``pamr_resolution``), then labels and confidence at the frame's size
+     (``labels.pixel_labels``), threshold
   6. per-query areas and mean scores (``labels.label_statistics``; and one query's probability map, the heat
      map, when asked for: ``labels.query_probability``), all results packed into one buffer: one copy to the host
 
@@ -538,7 +539,13 @@ class Segmenter:
         if config.pamr or config.slide_crop > 0:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if config.pamr:
-            logits = pamr(pixels, logits, PAMR_ITERATIONS, PAMR_DILATIONS)
+            guide = pixels
+            if config.pamr_resolution == "frame":
+                # NACLIP v2's predict: patches -> model input -> frame, then PAMR there with the normalised input
+                # as guide, upsampled in float32 (NACLIP's input stays float32 while its CLIP runs in fp16).
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+                guide = F.interpolate(pixels.float(), size=(height, width), mode="bilinear", align_corners=False)
+            logits = pamr(guide, logits, PAMR_ITERATIONS, PAMR_DILATIONS)
         confidence, column = pixel_labels(
             logits[0], (height, width), config.logit_scale, state.class_of_row, state.num_columns, config.exact_labels
         )

@@ -313,7 +313,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 
 PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 
-# Node parameters that are fields of SegmenterConfig (the rest are handled by the node itself).
+# Node parameters that are fields of SegmenterConfig (the rest are handled by the node itself). pamr_resolution
+# is not one: PAMR at the frame's size is for NACLIP's evaluation protocol, and on camera frames it costs memory
+# and time in phrases x frame pixels; the node runs PAMR at the model input's size.
 SEGMENTER_FIELDS = (
     "method",
     "templates",

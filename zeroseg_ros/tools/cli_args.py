@@ -7,6 +7,7 @@ import argparse
 
 from zeroseg_ros.core.config import (
     METHODS,
+    PAMR_RESOLUTIONS,
     PRECISIONS,
     TEMPLATE_SETS,
     TRISTATE,
@@ -64,6 +65,12 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slide-stride", type=int, default=None, help="sliding-window stride")
     group.add_argument("--pamr", action=argparse.BooleanOptionalAction, default=None, help="PAMR refinement")
     group.add_argument(
+        "--pamr-resolution",
+        choices=PAMR_RESOLUTIONS,
+        default=None,
+        help="where PAMR runs: the model input's size (input, the default) or the frame's (frame, as NACLIP v2)",
+    )
+    group.add_argument(
         "--exact-labels",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -95,6 +102,7 @@ def segmenter_config_from_args(args: argparse.Namespace, base: SegmenterConfig |
         "slide_crop": args.slide_crop,
         "slide_stride": args.slide_stride,
         "pamr": args.pamr,
+        "pamr_resolution": args.pamr_resolution,
         "exact_labels": args.exact_labels,
     }
     if args.background is not None:

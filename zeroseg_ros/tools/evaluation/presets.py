@@ -10,7 +10,7 @@ CUDA. The report compares a run only with the numbers published at that same com
              with a background class, area threshold 0.1 on VOC21, no PAMR.
 * naclip     sinahmr/NACLIP@0cac3a6 ("v2"): as SCLIP but short side 336 on COCO-Stuff too, the whole image
              (no window) on VOC21 and VOC20, logit scale 40 everywhere, no area threshold, PAMR (10 steps,
-             dilations 8 and 16) on.
+             dilations 8 and 16) on, at the original image's resolution (``pamr_resolution`` ``frame``).
 * clearclip  mc-lan/ClearCLIP@ad68a40: short side 448, window 448 / stride 224 (Cityscapes 224 / 224), logit
              scale 50, thresholds 0.5 / 0.15 / 0.4 on VOC21 / Context60 / COCO-Object, its own class names on
              VOC21, VOC20 and COCO-Object.
@@ -99,7 +99,8 @@ class Protocol:
 _SCLIP_BASE = {"short_side": 336, "slide_crop": 224, "slide_stride": 112, "logit_scale": 40.0, "precision": "fp16"}
 _PRESET_BASE: dict[str, dict[str, Any]] = {
     "sclip": _SCLIP_BASE,
-    "naclip": {**_SCLIP_BASE, "pamr": True},
+    # naclip.py's predict upsamples the logits to the original image and runs PAMR there.
+    "naclip": {**_SCLIP_BASE, "pamr": True, "pamr_resolution": "frame"},
     "clearclip": {"short_side": 448, "slide_crop": 448, "slide_stride": 224, "logit_scale": 50.0, "precision": "fp16"},
     "maskclip": _SCLIP_BASE,
 }
@@ -145,6 +146,7 @@ OVERRIDABLE = (
     "logit_scale",
     "probability_threshold",
     "pamr",
+    "pamr_resolution",
     "templates",
     "area_threshold",
     "vocabulary",
@@ -170,6 +172,7 @@ def resolve_protocol(preset: str, dataset: str, overrides: dict[str, Any] | None
         "templates": "imagenet80",
         "probability_threshold": 0.0,
         "pamr": False,
+        "pamr_resolution": "input",
         # The references label every pixel from every class at full resolution: so does the evaluation.
         "exact_labels": True,
         "vocabulary": dataset,

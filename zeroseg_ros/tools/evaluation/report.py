@@ -194,11 +194,18 @@ def _protocol_line(protocol: dict[str, Any]) -> str:
         window,
         f"logit scale {settings['logit_scale']:g}",
         f"probability threshold {settings['probability_threshold']:g}",
-        f"PAMR {'on' if settings['pamr'] else 'off'}",
+        _pamr_words(settings),
     ]
     if protocol["area_threshold"]:
         parts.append(f"area threshold {protocol['area_threshold']:g}")
     return ", ".join(parts)
+
+
+def _pamr_words(settings: dict[str, Any]) -> str:
+    if not settings["pamr"]:
+        return "PAMR off"
+    where = "the frame's" if settings["pamr_resolution"] == "frame" else "the model input's"
+    return f"PAMR on at {where} resolution"
 
 
 def plot_per_class(report: dict[str, Any], path: Path) -> None:
