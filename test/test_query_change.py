@@ -5,7 +5,9 @@ labels."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +17,7 @@ import pytest
 
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.errors import InvalidQueryError
-from zeroseg_ros.core.segmenter import SegmentationResult, Segmenter
+from zeroseg_ros.core.segmenter import CPU_TEXT_BATCH, SegmentationResult, Segmenter
 
 CONFIG = SegmenterConfig(templates="none", short_side=64, background_words=())
 GENEROUS_S = 120.0  # a deadlock guard on a busy machine, not a speed bound
@@ -127,23 +129,40 @@ def test_a_rejected_change_keeps_the_old_queries_and_frames(segmenter, gate):
         segmenter.update_config(max_queries=CONFIG.max_queries)
 
 
-def test_on_the_cpu_frames_leave_the_encoding_a_pause_after_each_frame(segmenter, gate, monkeypatch):
-    from zeroseg_ros.core import segmenter as segmenter_module
+def test_on_the_cpu_frames_and_text_batches_take_turns_and_both_progress(segmenter, monkeypatch):
+    from zeroseg_ros.core import text as text_module
 
-    segmenter.segment(IMAGE)  # a frame while nothing is encoded sets the normal frame time
-    assert segmenter._frame_s > 0
-    segmenter._frame_s = 10.0  # as if frames took 10 s: the pause must be about 5 s (sleep is only recorded)
-    pauses: list[float] = []
-    monkeypatch.setattr(segmenter_module.time, "sleep", pauses.append)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        change = pool.submit(segmenter.set_queries, "car, road, sky")
-        assert gate.entered.wait(GENEROUS_S)
-        for _ in range(2):
-            pool.submit(segmenter.segment, IMAGE).result(timeout=GENEROUS_S)
-        assert segmenter._frame_s == 10.0  # frames beside the encoding are not the normal frame time
-        gate.open()
-        change.result(timeout=GENEROUS_S)
-    segmenter.segment(IMAGE)  # no pause once the change is done
-    expected = segmenter_module.TEXT_ENCODING_PAUSE * 10.0
-    assert len(pauses) == 2 and all(expected - 1.0 < pause <= expected for pause in pauses)
-    assert segmenter._frame_s < 10.0
+    segmenter.update_config(**dataclasses.asdict(CONFIG))
+    segmenter.set_queries("cat, dog")
+    intervals: list[tuple[str, float, float]] = []
+
+    def timed(kind: str, function: Callable) -> Callable:
+        def run(*args, **kwargs):
+            started = time.monotonic()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                intervals.append((kind, started, time.monotonic()))
+
+        return run
+
+    monkeypatch.setattr(text_module, "encode_text_trimmed", timed("text", text_module.encode_text_trimmed))
+    monkeypatch.setattr(segmenter, "_segment", timed("frame", segmenter._segment))
+    phrases = [f"thing number {n}" for n in range(4 * CPU_TEXT_BATCH)]  # templates "none": 4 batches
+    stop = threading.Event()
+
+    def frames() -> None:
+        while not stop.is_set():
+            segmenter.segment(IMAGE)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loop = pool.submit(frames)
+        segmenter.set_queries(phrases)
+        stop.set()
+        loop.result(timeout=GENEROUS_S)
+    text = [i for i in intervals if i[0] == "text"]
+    assert len(text) == 4
+    ordered = sorted(intervals, key=lambda interval: interval[1])
+    assert all(before[2] <= after[1] for before, after in itertools.pairwise(ordered))  # never both at once
+    during = [i for i in intervals if i[0] == "frame" and text[0][1] < i[1] < text[-1][2]]
+    assert during  # frames kept coming while the text was encoded

@@ -51,17 +51,15 @@ from zeroseg_ros.core.progress import Progress, ProgressFactory
 from zeroseg_ros.core.temporal import ProbabilityEMA
 from zeroseg_ros.core.text import Query, TextEncoder, parse_queries
 from zeroseg_ros.core.text_cache import resolve_cache_dir
+from zeroseg_ros.core.turns import CoreTurns
 from zeroseg_ros.core.vocab import expand_background_words
 
 LOGGER = logging.getLogger(__name__)
 
 PAMR_ITERATIONS = 10
 PAMR_DILATIONS = (8, 16)
-# On the CPU, while text is encoded beside running frames, each frame starts only after this fraction of a normal
-# frame's time has passed since the previous one ended: the encoding then gets about 60 % of the cores instead of
-# half (back to back, a @coco-stuff change took 2.1 x its time alone), and frames still come at least every
-# ~2.5 frame times (both run about half speed while they share the cores).
-TEXT_ENCODING_PAUSE = 0.5
+TEXT_BATCH = 256  # prompts per text batch on a GPU
+CPU_TEXT_BATCH = 32  # prompts per text batch on the CPU: as fast as 256 there, and short turns (core/turns.py)
 GRAPH_WARMUP_RUNS = 2  # eager runs before a capture: they fill the caches and autotuning
 GRAPHS_KEPT = 8  # recorded CUDA graphs kept (each holds its own memory pool); the least recently used go first
 
@@ -189,14 +187,18 @@ class Segmenter:
         self._encoder = self._make_encoder(self._config)
         # Random weights differ every run: their embeddings are never worth keeping on disk.
         disk_cache = None if self.model_config.random_init else resolve_cache_dir(self.model_config.text_cache)
+        # On the CPU frames and text encodings take turns at the cores (core/turns.py); a GPU interleaves them.
+        self._turns = CoreTurns(enabled=self.device.type == "cpu")
         self._text = TextEncoder(
             self._clip.model,
             self._clip.tokenizer,
             self.device,
             self._config.templates,
+            batch_size=CPU_TEXT_BATCH if self.device.type == "cpu" else TEXT_BATCH,
             onednn=self._onednn,
             disk_cache_dir=disk_cache,
             model_name=self.model_config.name,
+            batch_turn=self._turns.text_batch,
         )
         self.text_threads = text_threads
         self._upload = FrameUploader(self.device)
@@ -207,9 +209,6 @@ class Segmenter:
         self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
         self._lock = threading.RLock()  # frames; a change holds it only to swap in what it prepared
         self._change_lock = threading.RLock()  # changes, one at a time; text encoding happens under it only
-        self._encoding_text = False  # a change is encoding text now (frames then pause; TEXT_ENCODING_PAUSE)
-        self._frame_s = 0.0  # the last frame's time while no text was encoded
-        self._frame_ended = 0.0  # time.perf_counter() when the last frame ended
 
     def _progress_of(self, description: str, unit: str) -> Progress | None:
         return None if self._progress is None else self._progress(description, unit)
@@ -336,12 +335,8 @@ class Segmenter:
             raise InvalidQueryError(
                 f"{len(queries)} queries exceed max_queries ({config.max_queries}); segment fewer labels at a time"
             )
-        self._encoding_text = True
-        try:
-            with _torch_threads(self.text_threads if self.device.type == "cpu" else None):
-                embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
-        finally:
-            self._encoding_text = False
+        with self._turns.encoding(), _torch_threads(self.text_threads if self.device.type == "cpu" else None):
+            embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
         return _TextState(
             queries=tuple(queries),
             embeddings=embeddings,
@@ -366,20 +361,12 @@ class Segmenter:
         if overlay_alpha is not None and not 0.0 <= overlay_alpha <= 1.0:
             raise ConfigError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
         image = check_image(image, self._config.max_pixels)
-        sharing = self._encoding_text and self.device.type == "cpu"
-        if sharing:
-            time.sleep(max(0.0, TEXT_ENCODING_PAUSE * self._frame_s - (time.perf_counter() - self._frame_ended)))
-        started = time.perf_counter()
-        with self._lock:
+        with self._turns.frame(), self._lock:
             state = self._state
             if state is None:
                 raise InvalidQueryError("no queries set: call set_queries('person, car') before segment()")
             try:
-                result = self._segment(image, channel_order == "bgr", state, overlay_alpha)
-                self._frame_ended = time.perf_counter()
-                if not sharing:
-                    self._frame_s = self._frame_ended - started
-                return result
+                return self._segment(image, channel_order == "bgr", state, overlay_alpha)
             except torch.cuda.OutOfMemoryError as error:
                 self._graphs.clear()
                 self._temporal.clear()

@@ -10,7 +10,8 @@ optionally on disk (``text_cache.py``), so a restart with the same vocabulary co
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +117,10 @@ class TextEncoder:
         onednn: bool = False,
         disk_cache_dir: Path | None = None,
         model_name: str = "",
+        batch_turn: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self._model = model
+        self._batch_turn = batch_turn  # entered around each batch (core/turns.py: frames beside take turns)
         self._onednn = OneDNNLinear() if onednn else None  # fp32 on the CPU only (onednn.py)
         self._tokenizer = tokenizer
         self._device = device
@@ -179,7 +182,8 @@ class TextEncoder:
         chunks = []
         for start in range(0, len(prompts), self._batch_size):
             tokens = self._tokenizer(prompts[start : start + self._batch_size]).to(self._device)
-            chunks.append(F.normalize(encode_text_trimmed(self._model, tokens, self._onednn).float(), dim=-1))
+            with self._batch_turn():
+                chunks.append(F.normalize(encode_text_trimmed(self._model, tokens, self._onednn).float(), dim=-1))
             if progress is not None:
                 progress(min(start + self._batch_size, len(prompts)), len(prompts))
         per_template = torch.cat(chunks).reshape(len(phrases), len(self._templates), -1)
