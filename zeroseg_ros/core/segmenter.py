@@ -198,7 +198,7 @@ class Segmenter:
             onednn=self._onednn,
             disk_cache_dir=disk_cache,
             model_name=self.model_config.name,
-            batch_turn=self._turns.text_batch,
+            batch_runner=self._turns.text_batch,
         )
         self.text_threads = text_threads
         self._upload = FrameUploader(self.device)

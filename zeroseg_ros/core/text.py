@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,10 +116,11 @@ class TextEncoder:
         onednn: bool = False,
         disk_cache_dir: Path | None = None,
         model_name: str = "",
-        batch_turn: Callable[[], AbstractContextManager[object]] = nullcontext,
+        batch_runner: Callable[[Callable[[], torch.Tensor]], torch.Tensor] | None = None,
     ) -> None:
         self._model = model
-        self._batch_turn = batch_turn  # entered around each batch (core/turns.py: frames beside take turns)
+        # Runs each batch's computation (core/turns.py: on the thread of frames beside, in turns); default here.
+        self._batch_runner = batch_runner or (lambda compute: compute())
         self._onednn = OneDNNLinear() if onednn else None  # fp32 on the CPU only (onednn.py)
         self._tokenizer = tokenizer
         self._device = device
@@ -177,13 +177,17 @@ class TextEncoder:
             self._disk_cache = DiskTextCache(self._disk_cache_dir, self._model_name, fingerprint)
         return self._disk_cache
 
+    @torch.inference_mode()  # also where another thread runs it (core/turns.py)
+    def _embed_batch(self, prompts: list[str]) -> torch.Tensor:
+        tokens = self._tokenizer(prompts).to(self._device)  # type: ignore[operator]
+        return F.normalize(encode_text_trimmed(self._model, tokens, self._onednn).float(), dim=-1)
+
     def _embed(self, phrases: list[str], progress: Progress | None = None) -> torch.Tensor:
         prompts = [template.format(phrase) for phrase in phrases for template in self._templates]
         chunks = []
         for start in range(0, len(prompts), self._batch_size):
-            tokens = self._tokenizer(prompts[start : start + self._batch_size]).to(self._device)
-            with self._batch_turn():
-                chunks.append(F.normalize(encode_text_trimmed(self._model, tokens, self._onednn).float(), dim=-1))
+            batch = prompts[start : start + self._batch_size]
+            chunks.append(self._batch_runner(lambda batch=batch: self._embed_batch(batch)))
             if progress is not None:
                 progress(min(start + self._batch_size, len(prompts)), len(prompts))
         per_template = torch.cat(chunks).reshape(len(phrases), len(self._templates), -1)
