@@ -7,7 +7,7 @@ each at full speed while it runs: a frame, then text batches for ``text_turn`` f
 batches), then the next frame. The gap between frames is then about a frame and the text's turn, and the
 change takes about ``(1 + turn) / turn`` times its time alone. Both goals of issue 10 (gap at most 3 frame
 times, change at most 2 x its time alone) need a turn between about 1 and 1.2 frame times on two cores
-(docs/benchmarks.md, "Query changes beside running frames").
+(docs/benchmarks.md, "Query change and 3-D outputs after their changes").
 
 The batches run on the frame's thread while it waits for its turn: two threads taking turns still left the
 idle one's OpenMP workers spinning beside the other (with the batches on the text's own thread a change took
