@@ -1,8 +1,10 @@
 """Query changes in the running node (a real process over FastDDS): a pending change shows on /diagnostics and
-in the log while frames keep being answered with the current labels; one query uses the background preset."""
+in the log (with the encoding's progress) while frames keep being answered with the current labels; one query
+uses the background preset."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,11 @@ def test_a_pending_query_change_shows_while_frames_keep_the_current_labels(tmp_p
         assert "new queries pending" in status.message
         assert [msg.data for msg in test_probe.received["labels"]] == ["cat"]  # labels change only when applied
         assert "queries from queries topic: '@coco-stuff'; pending while their text is encoded" in node.log()
+        # The encoding's progress: throttled log lines, the first after 2 s.
+        test_probe.spin_until(lambda: "encoding 171 queries: " in node.log(), 120.0, "a progress line")
+        line = next(line for line in node.log().splitlines() if "encoding 171 queries: " in line)
+        # 170 x 80 prompts: "cat" is one of the 171 classes and is cached already.
+        assert re.search(r"encoding 171 queries: \d+ % \([\d,]+ of 13,600 prompts\)", line), line
         assert node.alive()
 
 
