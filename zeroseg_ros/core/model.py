@@ -36,7 +36,7 @@ from torch import nn
 from zeroseg_ros.core.config import ModelConfig
 from zeroseg_ros.core.errors import ConfigError, WeightsNotFoundError
 from zeroseg_ros.core.onednn import LinearTiming, measure_linear
-from zeroseg_ros.core.progress import Progress
+from zeroseg_ros.core.progress import Progress, no_progress
 
 LOGGER = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ LOADING_STEPS = 4  # the model with its weights; the precision; on the device; t
 def load_clip(config: ModelConfig, progress: Progress | None = None) -> LoadedCLIP:
     """Build the open_clip model of ``config`` with its weights, in eval mode, on its device and precision.
     ``progress(done, LOADING_STEPS)`` follows the steps (open_clip shows none, except for downloads)."""
-    report = progress or (lambda done, total: None)
+    report = progress or no_progress
     device = resolve_device(config.device)
     # bf16 runs on any CPU (natively only with AVX512-BF16 or AMX); fp16 products on a CPU are slow.
     if config.precision == "fp16" and device.type != "cuda":

@@ -17,6 +17,10 @@ ProgressFactory = Callable[[str, str], Progress]
 QUIET_S = 2.0  # a wait shorter than this shows nothing
 
 
+def no_progress(done: int, total: int) -> None:
+    """The ``Progress`` of work nobody watches."""
+
+
 class LoggedProgress:
     """A ``Progress`` written as log lines ("encoding queries: 40 % (5,472 of 13,680 prompts)"), at most one every
     ``interval`` seconds, the first after ``interval`` seconds; a closing line only when progress was shown."""

@@ -47,9 +47,9 @@ from zeroseg_ros.core.preprocess import (
     check_image,
     target_size,
 )
-from zeroseg_ros.core.progress import Progress, ProgressFactory
+from zeroseg_ros.core.progress import Progress, ProgressFactory, no_progress
 from zeroseg_ros.core.temporal import ProbabilityEMA
-from zeroseg_ros.core.text import Query, TextEncoder, parse_queries
+from zeroseg_ros.core.text import TEXT_BATCH_SIZE, Query, TextEncoder, parse_queries
 from zeroseg_ros.core.text_cache import resolve_cache_dir
 from zeroseg_ros.core.turns import CoreTurns
 from zeroseg_ros.core.vocab import expand_background_words
@@ -58,7 +58,6 @@ LOGGER = logging.getLogger(__name__)
 
 PAMR_ITERATIONS = 10
 PAMR_DILATIONS = (8, 16)
-TEXT_BATCH = 256  # prompts per text batch on a GPU
 CPU_TEXT_BATCH = 32  # prompts per text batch on the CPU: as fast as 256 there, and short turns (core/turns.py)
 GRAPH_WARMUP_RUNS = 2  # eager runs before a capture: they fill the caches and autotuning
 GRAPHS_KEPT = 8  # recorded CUDA graphs kept (each holds its own memory pool); the least recently used go first
@@ -194,7 +193,7 @@ class Segmenter:
             self._clip.tokenizer,
             self.device,
             self._config.templates,
-            batch_size=CPU_TEXT_BATCH if self.device.type == "cpu" else TEXT_BATCH,
+            batch_size=CPU_TEXT_BATCH if self.device.type == "cpu" else TEXT_BATCH_SIZE,
             onednn=self._onednn,
             disk_cache_dir=disk_cache,
             model_name=self.model_config.name,
@@ -210,8 +209,8 @@ class Segmenter:
         self._lock = threading.RLock()  # frames; a change holds it only to swap in what it prepared
         self._change_lock = threading.RLock()  # changes, one at a time; text encoding happens under it only
 
-    def _progress_of(self, description: str, unit: str) -> Progress | None:
-        return None if self._progress is None else self._progress(description, unit)
+    def _progress_of(self, description: str, unit: str) -> Progress:
+        return no_progress if self._progress is None else self._progress(description, unit)
 
     def _choose_onednn(self, wanted: bool | None) -> tuple[bool, str]:
         """Whether fp32 CPU products go through oneDNN (onednn.py: the same features, twice as fast on an AMD
@@ -419,8 +418,7 @@ class Segmenter:
         progress = self._progress_of("warming up", "frame size")
         for done, (height, width) in enumerate(sizes, start=1):
             self.segment(np.zeros((height, width, 3), dtype=np.uint8), overlay_alpha=overlay_alpha)
-            if progress is not None:
-                progress(done, len(sizes))
+            progress(done, len(sizes))
         self._temporal.restart()  # blank warm-up frames must not enter the average
 
     def _segment(
@@ -472,8 +470,7 @@ class Segmenter:
         channels = channels.clone()
         alpha = None if alpha is None else alpha.clone()
         untimed = _StageTimer(self.device, False)
-        progress = self._progress_of(f"recording a CUDA graph for {image.shape[1]} x {image.shape[0]} frames", "run")
-        report = progress or (lambda done, total: None)
+        report = self._progress_of(f"recording a CUDA graph for {image.shape[1]} x {image.shape[0]} frames", "run")
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture

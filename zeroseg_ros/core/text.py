@@ -44,6 +44,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 MAX_PHRASE_CHARS = 200
+TEXT_BATCH_SIZE = 256  # prompts per forward pass of the text tower
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class TextEncoder:
         device: torch.device,
         templates: str = "imagenet80",
         cache_size: int = 4096,
-        batch_size: int = 256,
+        batch_size: int = TEXT_BATCH_SIZE,
         onednn: bool = False,
         disk_cache_dir: Path | None = None,
         model_name: str = "",
