@@ -12,32 +12,22 @@ venv="$root/.venv"
 python_bin="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 say() { echo "[setup] $*"; }
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
 
-if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
-  say "creating $venv with $python_bin"
-  "$python_bin" -m venv --clear "$venv"
-fi
+ensure_venv "$venv" "$python_bin"
 
 # Reinstall only when a requirements file or setup.py changed since the last successful install.
 requirements_stamp="$venv/.zeroseg-requirements.sha256"
-requirements_hash="$(cat requirements/core.txt requirements/ros.txt requirements/dev.txt setup.py | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash" ]]; then
+requirements_hash="$(content_hash requirements/core.txt requirements/ros.txt requirements/dev.txt setup.py)"
+if stamp_differs "$requirements_stamp" "$requirements_hash"; then
   say "installing requirements into $venv"
   "$venv/bin/python" -m pip install --quiet -r requirements/core.txt -r requirements/ros.txt -r requirements/dev.txt
   "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$requirements_hash" > "$requirements_stamp"
 fi
 
-# The ros-* wheels' CMake targets name paths of the machine they were built on (manylinux /opt/python):
-# point them at this Python's headers and this venv's numpy headers. Created only when missing or dangling.
-link_if_missing() {
-  local target="$1" link="$2"
-  if [[ -e "$link" ]]; then return; fi
-  say "linking $link -> $target"
-  mkdir -p "$(dirname "$link")"
-  rm -f "$link"
-  ln -s "$target" "$link"
-}
+# The wheels' CMake targets find this Python's headers and this venv's numpy headers through these links.
 python_include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 numpy_include="$("$venv/bin/python" -c 'import numpy; print(numpy.get_include())')"
 wheel_python_root=/opt/python/cp311-cp311
@@ -50,34 +40,25 @@ link_if_missing "$numpy_include" "$wheel_numpy_include"
 
 # colcon build when the package's build inputs changed (the Python sources are used from the checkout).
 build_stamp="$root/install/.zeroseg-build.sha256"
-build_hash="$(cat package.xml CMakeLists.txt msg/*.msg srv/*.srv requirements/ros.txt | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$build_stamp" 2>/dev/null)" != "$build_hash" ]] || [[ ! -d install/share/zeroseg_ros ]]; then
+build_hash="$(content_hash package.xml CMakeLists.txt msg/*.msg srv/*.srv requirements/ros.txt)"
+if stamp_differs "$build_stamp" "$build_hash" || [[ ! -d install/share/zeroseg_ros ]]; then
   say "colcon build (message generation) into build/ install/"
-  mkdir -p log
   # The venv lives inside the source tree; CMake refuses exported include dirs there, so numpy's headers
   # are named through the link above.
-  if ! colcon build --merge-install --base-paths . --packages-select zeroseg_ros \
-    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF > log/colcon-build.txt 2>&1; then
-    cat log/colcon-build.txt >&2
-    say "colcon build failed (full log above)"
-    exit 1
-  fi
+  colcon_build colcon-build.txt "the package" --base-paths . --packages-select zeroseg_ros \
+    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF
   echo "$build_hash" > "$build_stamp"
 fi
 
 # The test-only interface packages (test/interfaces/: vision_msgs for LabelInfo), built apart from install/ so
 # that the node sees them only where a test puts install-test/ on its paths.
 test_stamp="$root/install-test/.zeroseg-build.sha256"
-test_hash="$(cat test/interfaces/*/package.xml test/interfaces/*/CMakeLists.txt test/interfaces/*/msg/*.msg requirements/ros.txt | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$test_stamp" 2>/dev/null)" != "$test_hash" ]]; then
+test_hash="$(content_hash test/interfaces/*/package.xml test/interfaces/*/CMakeLists.txt test/interfaces/*/msg/*.msg \
+  requirements/ros.txt)"
+if stamp_differs "$test_stamp" "$test_hash"; then
   say "colcon build (test interfaces) into build-test/ install-test/"
-  mkdir -p log
-  if ! colcon build --merge-install --base-paths test/interfaces --build-base build-test --install-base install-test \
-    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF > log/colcon-build-test.txt 2>&1; then
-    cat log/colcon-build-test.txt >&2
-    say "colcon build of the test interfaces failed (full log above)"
-    exit 1
-  fi
+  colcon_build colcon-build-test.txt "the test interfaces" --base-paths test/interfaces --build-base build-test \
+    --install-base install-test --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF
   echo "$test_hash" > "$test_stamp"
 fi
 

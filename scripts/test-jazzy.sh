@@ -15,17 +15,16 @@ venv="$root/.venv-jazzy"
 python_bin="${PYTHON:-$(command -v python3.11 || command -v python3)}"
 
 say() { echo "[jazzy] $*"; }
+# shellcheck source=scripts/common.sh
+. scripts/common.sh
 
-if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
-  say "creating $venv with $python_bin"
-  "$python_bin" -m venv --clear "$venv"
-fi
+ensure_venv "$venv" "$python_bin"
 
 # core.txt less the packages that constraints-humble-jetson.txt pins (numpy 1, OpenCV 4, ...), then those pins.
 requirements_stamp="$venv/.zeroseg-requirements.sha256"
-requirements_hash="$(cat requirements/core.txt requirements/constraints-humble-jetson.txt requirements/ros-jazzy.txt \
-  requirements/dev.txt setup.py | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$requirements_stamp" 2>/dev/null)" != "$requirements_hash" ]]; then
+requirements_hash="$(content_hash requirements/core.txt requirements/constraints-humble-jetson.txt \
+  requirements/ros-jazzy.txt requirements/dev.txt setup.py)"
+if stamp_differs "$requirements_stamp" "$requirements_hash"; then
   say "installing requirements into $venv"
   core="$venv/core-less-constraints.txt"
   grep -vE "^($(grep -oE '^[A-Za-z0-9_.-]+==' requirements/constraints-humble-jetson.txt | tr -d = | paste -sd'|'))==" \
@@ -49,47 +48,30 @@ numpy_include="$(python -c 'import numpy; print(numpy.get_include())')"
 wheel_python_root=/opt/python/cp311-cp311
 wheel_numpy_include="$wheel_python_root/lib/python3.11/site-packages/numpy/core/include"
 python_include="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
-for pair in "$python_include $wheel_python_root/include/python3.11" "$numpy_include $wheel_numpy_include"; do
-  read -r target link <<< "$pair"
-  if [[ "$(readlink "$link" 2>/dev/null)" != "$target" ]]; then
-    say "linking $link -> $target"
-    mkdir -p "$(dirname "$link")"
-    rm -f "$link"
-    ln -s "$target" "$link"
-  fi
-done
+link_if_missing "$python_include" "$wheel_python_root/include/python3.11"
+link_if_missing "$numpy_include" "$wheel_numpy_include"
 
 build_stamp="$ZEROSEG_INSTALL/.zeroseg-build.sha256"
-build_hash="$(cat package.xml CMakeLists.txt msg/*.msg srv/*.srv requirements/ros-jazzy.txt requirements/constraints-humble-jetson.txt \
-  | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$build_stamp" 2>/dev/null)" != "$build_hash" ]] || [[ ! -d "$ZEROSEG_INSTALL/share/zeroseg_ros" ]]; then
+build_hash="$(content_hash package.xml CMakeLists.txt msg/*.msg srv/*.srv requirements/ros-jazzy.txt \
+  requirements/constraints-humble-jetson.txt)"
+if stamp_differs "$build_stamp" "$build_hash" || [[ ! -d "$ZEROSEG_INSTALL/share/zeroseg_ros" ]]; then
   say "colcon build (message generation) into build-jazzy/ install-jazzy/"
-  mkdir -p log
-  if ! colcon build --merge-install --base-paths . --packages-select zeroseg_ros \
+  colcon_build colcon-build-jazzy.txt "the package" --base-paths . --packages-select zeroseg_ros \
     --build-base build-jazzy --install-base install-jazzy \
-    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF > log/colcon-build-jazzy.txt 2>&1; then
-    cat log/colcon-build-jazzy.txt >&2
-    say "colcon build failed (full log above)"
-    exit 1
-  fi
+    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF
   echo "$build_hash" > "$build_stamp"
 fi
 
 # The test-only interface packages (test/interfaces/: vision_msgs) built with the Jazzy wheels too.
 export ZEROSEG_TEST_INSTALL="$root/install-test-jazzy"
 test_stamp="$ZEROSEG_TEST_INSTALL/.zeroseg-build.sha256"
-test_hash="$(cat test/interfaces/*/package.xml test/interfaces/*/CMakeLists.txt test/interfaces/*/msg/*.msg \
-  requirements/ros-jazzy.txt | sha256sum | cut -d' ' -f1)"
-if [[ "$(cat "$test_stamp" 2>/dev/null)" != "$test_hash" ]]; then
+test_hash="$(content_hash test/interfaces/*/package.xml test/interfaces/*/CMakeLists.txt test/interfaces/*/msg/*.msg \
+  requirements/ros-jazzy.txt)"
+if stamp_differs "$test_stamp" "$test_hash"; then
   say "colcon build (test interfaces) into build-test-jazzy/ install-test-jazzy/"
-  mkdir -p log
-  if ! colcon build --merge-install --base-paths test/interfaces --build-base build-test-jazzy \
-    --install-base install-test-jazzy --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" \
-    -DBUILD_TESTING=OFF > log/colcon-build-test-jazzy.txt 2>&1; then
-    cat log/colcon-build-test-jazzy.txt >&2
-    say "colcon build of the test interfaces failed (full log above)"
-    exit 1
-  fi
+  colcon_build colcon-build-test-jazzy.txt "the test interfaces" --base-paths test/interfaces \
+    --build-base build-test-jazzy --install-base install-test-jazzy \
+    --cmake-args "-DPython3_NumPy_INCLUDE_DIR=$wheel_numpy_include" -DBUILD_TESTING=OFF
   echo "$test_hash" > "$test_stamp"
 fi
 
@@ -125,7 +107,7 @@ if [[ ! -x "$venv310/bin/python" ]]; then
   "$python310" -m venv --clear "$venv310"
 fi
 stamp310="$venv310/.zeroseg-requirements.sha256"
-if [[ "$(cat "$stamp310" 2>/dev/null)" != "$requirements_hash" ]]; then
+if stamp_differs "$stamp310" "$requirements_hash"; then
   "$venv310/bin/python" -m pip install --quiet -c requirements/constraints-humble-jetson.txt -c requirements/dev.txt \
     -c "$venv/core-less-constraints.txt" numpy opencv-python-headless PyYAML pytest pytest-timeout
   echo "$requirements_hash" > "$stamp310"
