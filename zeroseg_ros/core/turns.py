@@ -93,9 +93,13 @@ class CoreTurns:
             future.set_exception(error)
         finally:
             self._changed.acquire()
-            self._batch_s = time.monotonic() - started
-            self._running = False
-            self._changed.notify_all()
+            self._batch_done(started)
+
+    def _batch_done(self, started: float) -> None:
+        """A batch begun at ``started`` has ended: the cores are free. Called holding the lock."""
+        self._batch_s = time.monotonic() - started
+        self._running = False
+        self._changed.notify_all()
 
     @contextmanager
     def encoding(self) -> Iterator[None]:
@@ -132,6 +136,4 @@ class CoreTurns:
             return compute()
         finally:
             with self._changed:
-                self._batch_s = time.monotonic() - started
-                self._running = False
-                self._changed.notify_all()
+                self._batch_done(started)
