@@ -3,7 +3,9 @@
 Three processes, each in its own process group so that a hang is ended by its group id:
   - the node (``python -m zeroseg_ros.ros.node``) in a namespace of its own, with the benchmark's model options;
   - a publisher (``python -m zeroseg_ros.tools.bench.ros_e2e --publish ...``) that stamps each frame's header with the
-    time it publishes it;
+    time it publishes it; before the measured frames it sends priming frames (frame_id ``PRIMING_FRAME_ID``), one
+    at a time, until the node answers one, so that the first measured frame finds the node's subscription
+    matched on both sides;
   - this process, which subscribes to the node's ``mask`` (whose header is the frame's) and ``/diagnostics``.
 Latency is the subscriber's receive time minus the header stamp (the same host clock). The sustained rate is
 masks per second between the first and the last mask of the publishing window; ``frames_dropped`` is the
@@ -35,6 +37,9 @@ NAMESPACE = "/zeroseg_bench"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 READY_TIMEOUT_S = 300.0  # the node loads and warms the model before it reports it waits for images
 DRAIN_S = 2.5
+PRIMING_FRAME_ID = "zeroseg_bench_priming"
+PRIMING_WAIT_S = 5.0  # per priming frame: its answer, or send another
+PRIMING_TIMEOUT_S = 120.0
 
 
 def node_parameters(args: argparse.Namespace) -> list[str]:
@@ -104,6 +109,8 @@ class _Listener:
             pass  # close() shut the context down
 
     def _on_mask(self, msg: Any) -> None:
+        if msg.header.frame_id == PRIMING_FRAME_ID:
+            return
         now = time.time()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self.lock:
@@ -162,6 +169,8 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "zeroseg_ros.tools.bench.ros_e2e",
             "--publish",
             f"{NAMESPACE}/image",
+            "--answers",
+            f"{NAMESPACE}/mask",
             "--rate",
             str(args.rate),
             "--duration",
@@ -211,8 +220,9 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def publish(topic: str, rate: float, duration: float, reliable: bool) -> int:
-    """Publisher process: ``duration`` s of 640x480 rgb8 frames at ``rate`` Hz, each stamped as it is sent.
+def publish(topic: str, answers: str, rate: float, duration: float, reliable: bool) -> int:
+    """Publisher process: ``duration`` s of 640x480 rgb8 frames at ``rate`` Hz, each stamped as it is sent, once
+    a priming frame has been answered on ``answers`` (the node's mask topic).
 
     Best effort like a camera driver, or reliable (to match a node started with ``reliable:=true``).
     """
@@ -229,9 +239,30 @@ def publish(topic: str, rate: float, duration: float, reliable: bool) -> int:
     frame = synthetic_frame(FRAME_HEIGHT, FRAME_WIDTH)
     msg = Image(height=FRAME_HEIGHT, width=FRAME_WIDTH, encoding="rgb8", step=FRAME_WIDTH * 3)
     msg.data = frame.tobytes()
-    deadline = time.monotonic() + 5.0  # let discovery match the node's subscription first
-    while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    primed: list[bool] = []
+    node.create_subscription(
+        Image,
+        answers,
+        lambda mask: primed.append(True) if mask.header.frame_id == PRIMING_FRAME_ID else None,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    # One priming frame at a time (a second one could replace the first in the node's mailbox): its answer
+    # shows that the node takes this publisher's frames, which a publisher-side match alone does not.
+    msg.header.frame_id = PRIMING_FRAME_ID
+    deadline = time.monotonic() + PRIMING_TIMEOUT_S
+    while not primed:
+        if time.monotonic() > deadline:
+            print(f"no answer to a priming frame on {answers} within {PRIMING_TIMEOUT_S:.0f} s", file=sys.stderr)
+            return 1
+        if publisher.get_subscription_count() == 0:  # not discovered yet
+            rclpy.spin_once(node, timeout_sec=0.05)
+            continue
+        msg.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(msg)
+        wait_until = time.monotonic() + PRIMING_WAIT_S
+        while not primed and time.monotonic() < wait_until:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    msg.header.frame_id = ""
     sent = 0
     start = time.monotonic()
     while time.monotonic() < start + duration:
@@ -248,11 +279,12 @@ def publish(topic: str, rate: float, duration: float, reliable: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="publisher side of `zeroseg bench --ros`")
     parser.add_argument("--publish", required=True, help="image topic")
+    parser.add_argument("--answers", required=True, help="the node's mask topic (priming frames are answered there)")
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--reliable", action="store_true")
     args = parser.parse_args(argv)
-    return publish(args.publish, args.rate, args.duration, args.reliable)
+    return publish(args.publish, args.answers, args.rate, args.duration, args.reliable)
 
 
 if __name__ == "__main__":
