@@ -635,7 +635,7 @@ class ZerosegNode(LifecycleNode):
         if self._values["publish_confidence"]:
             outputs["confidence"].publish(array_to_image(result.confidence, "32FC1", Image, header))
         if result.overlay is not None:
-            overlay = self._overlay(header, order, result.overlay, result.labels)
+            overlay = self._overlay(header, order, result.overlay, result.labels, result.areas)
             outputs["overlay"].publish(overlay)
             if self._values["publish_overlay_compressed"]:
                 bgr = result.overlay if order == "bgr" else np.ascontiguousarray(result.overlay[:, :, ::-1])
@@ -653,11 +653,11 @@ class ZerosegNode(LifecycleNode):
             msg.mask = mask
             outputs["segmentation"].publish(msg)
 
-    def _overlay(self, header: Any, order: str, overlay: np.ndarray, labels: Sequence[str]) -> Image:
+    def _overlay(self, header: Any, order: str, overlay: np.ndarray, labels: Sequence[str], areas: np.ndarray) -> Image:
         """The overlay in the input's colour order: bgr8 for BGR cameras, rgb8 otherwise (grey included)."""
         if self._values["overlay_legend"] and labels:
             colours = palette(len(labels))
-            draw_legend(overlay, labels, colours[:, ::-1] if order == "bgr" else colours)
+            draw_legend(overlay, labels, areas, colours[:, ::-1] if order == "bgr" else colours)
         return array_to_image(overlay, "bgr8" if order == "bgr" else "rgb8", Image, header)
 
     def _publish_diagnostics(self) -> None:
