@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from legend_helpers import legend_order
 from ros_helpers import (
     FAST_NODE_PARAMETERS,
     RELIABLE,
@@ -97,13 +98,9 @@ def test_label_info_colour_mask_and_compressed_outputs(tmp_path: Path) -> None:
         assert np.abs(decoded_overlay.astype(np.int16) - overlay).mean() < 12  # JPEG: close, not equal
         # The legend: swatches (a label's exact colour) of the labels in the mask, largest first, and no other.
         areas = np.bincount(mask.ravel(), minlength=4)[1:]
-        swatch_rows = {}
-        for label_id in range(1, 4):
-            ys, _ = np.nonzero((overlay == palette(3)[label_id]).all(axis=-1))
-            if len(ys) >= 4:
-                swatch_rows[label_id] = ys.mean()
         by_area = [int(i) + 1 for i in np.argsort(-areas, kind="stable") if areas[i] > 0]
-        assert by_area and sorted(swatch_rows, key=swatch_rows.__getitem__) == by_area[: len(swatch_rows)]
+        shown = legend_order(overlay, palette(3), range(1, 4))
+        assert shown and shown == by_area[: len(shown)]
         assert node.alive()
 
 

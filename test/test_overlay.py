@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from legend_helpers import legend_order
 
 from zeroseg_ros.core.overlay import blend, draw_legend, draw_overlay, legend_entries, palette
 
@@ -14,16 +15,6 @@ BACKGROUND = (10, 250, 20)
 
 def _canvas(height: int, width: int) -> np.ndarray:
     return np.tile(np.array(BACKGROUND, dtype=np.uint8), (height, width, 1))
-
-
-def _swatch_rows(image: np.ndarray, colours: np.ndarray, count: int) -> dict[int, float]:
-    """Label id -> mean row of its colour swatch, for each label whose exact colour covers 4 or more pixels."""
-    rows = {}
-    for label_id in range(1, count + 1):
-        ys, _ = np.nonzero((image == colours[label_id]).all(axis=-1))
-        if len(ys) >= 4:
-            rows[label_id] = float(ys.mean())
-    return rows
 
 
 def assert_legend_inside_its_boxes(image: np.ndarray) -> None:
@@ -69,9 +60,7 @@ def test_legend_shows_only_the_labels_present_in_order_of_area():
     areas[[17, 3, 25, 8]] = [40_000, 90_000, 5, 1_200]
     colours = palette(30)
     image = draw_legend(_canvas(480, 640), labels, areas, colours)
-    rows = _swatch_rows(image, colours, 30)
-    assert set(rows) == {18, 4, 26, 9}  # label ids are indices + 1
-    assert sorted(rows, key=rows.__getitem__) == [4, 18, 9, 26]
+    assert legend_order(image, colours, range(1, 31)) == [4, 18, 9, 26]  # label ids are indices + 1
 
 
 @pytest.mark.parametrize(("height", "width"), [(240, 320), (480, 640), (1080, 1920)])
@@ -96,7 +85,8 @@ def test_legend_fits_a_small_image_and_counts_what_does_not_fit():
     assert_legend_inside_its_boxes(image)
     changed = (image != np.array(BACKGROUND, dtype=np.uint8)).any(axis=-1)
     assert not changed[-1].any() and not changed[:, -1].any()  # the legend ends inside the image
-    assert 1 <= len(_swatch_rows(image, palette(50), 50)) < 50  # the largest first, then "+N more"
+    shown = legend_order(image, palette(50), range(1, 51))
+    assert 1 <= len(shown) < 50 and shown == list(range(1, len(shown) + 1))  # the largest, then "+N more"
 
 
 def test_legend_of_a_frame_without_labels_draws_nothing():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -38,6 +39,7 @@ def blend(image: np.ndarray, label_map: np.ndarray, colours: np.ndarray, alpha: 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _TEXT = (255, 255, 255)
 _BOX = (0, 0, 0)
+_ASCII = "".join(chr(code) for code in range(33, 127))
 
 
 def legend_entries(labels: Sequence[str], areas: Sequence[int] | np.ndarray, pixels: int) -> list[tuple[int, str, str]]:
@@ -56,6 +58,20 @@ def legend_entries(labels: Sequence[str], areas: Sequence[int] | np.ndarray, pix
         percent = 100.0 * int(areas[index]) / pixels
         entries.append((index + 1, labels[index], "<1%" if percent < 1.0 else f"{round(percent)}%"))
     return entries
+
+
+@functools.lru_cache(maxsize=16)
+def _ink_extent(scale: float, thickness: int) -> tuple[int, int]:
+    """(ascent, descent): how many pixel rows ``putText``'s ink reaches above and below the baseline over every
+    printable ASCII glyph. ``getTextSize``'s height stops at the capitals in OpenCV 4's Hershey fonts, and
+    brackets and bars reach higher."""
+    (width, height), below = cv2.getTextSize(_ASCII, _FONT, scale, thickness)
+    margin = height + below + 2 * thickness + 4
+    canvas = np.zeros((height + 2 * margin, width + 2 * margin), dtype=np.uint8)
+    baseline = margin + height
+    cv2.putText(canvas, _ASCII, (margin, baseline), _FONT, scale, 255, thickness, cv2.LINE_AA)
+    rows = np.nonzero(canvas.any(axis=1))[0]
+    return baseline - int(rows[0]), int(rows[-1]) - baseline
 
 
 def _fit(text: str, width: int, scale: float, thickness: int) -> str | None:
@@ -87,12 +103,13 @@ def draw_legend(
     scale = min(3.0, max(0.35, min(height, width) / 800))
     thickness = max(1, round(scale * 1.5))
     pad = max(2, round(4 * scale))
-    # Rows as tall as the highest ascent and deepest descent among the labels (and tall and deep letters), so no
-    # glyph leaves its box.
-    metrics = [cv2.getTextSize(text, _FONT, scale, thickness) for text in ("Ag|jy()", *(e[1] for e in entries))]
-    ascent = max(size[1] for size, _ in metrics)
-    descent = max(below for _, below in metrics)
-    text_height = ascent + descent
+    # Rows as tall as the ink of every ASCII glyph and the font's own measure of each label (other scripts), so
+    # no glyph leaves its box.
+    ascent, descent = _ink_extent(scale, thickness)
+    for _, label, _ in entries:
+        (_, above), below = cv2.getTextSize(label, _FONT, scale, thickness)
+        ascent, descent = max(ascent, above), max(descent, below)
+    text_height = ascent + descent + 1
     row_height = text_height + 2 * pad
     gap = max(1, pad // 2)
     swatch = text_height
