@@ -93,8 +93,7 @@ def draw_legend(
     ``areas[i]`` is the pixel count of ``labels[i]`` in the image, whose colour is ``colours[i + 1]``. Labels
     with no pixels are left out; the others are listed largest first, each with its share of the frame where
     the row has room for it, and a last row counts the labels that do not fit in the image's height. The text
-    scales with the image's short side, and each row's dark box holds its text's full height (ascent and
-    descent as the font measures them).
+    scales with the image's short side, and each row's dark box holds all of its text's ink, with a margin.
     """
     height, width = image.shape[:2]
     entries = legend_entries(labels, areas, height * width)
