@@ -220,9 +220,10 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def publish(topic: str, answers: str, rate: float, duration: float, reliable: bool) -> int:
-    """Publisher process: ``duration`` s of 640x480 rgb8 frames at ``rate`` Hz, each stamped as it is sent, once
-    a priming frame has been answered on ``answers`` (the node's mask topic).
+def publish(topic: str, answers: str | None, rate: float, duration: float, reliable: bool) -> int:
+    """Publisher process: ``duration`` s of 640x480 rgb8 frames at ``rate`` Hz, each stamped as it is sent. With
+    ``answers`` (the node's mask topic) the frames start once a priming frame has been answered there; without,
+    once this publisher has matched a subscription (a camera: the first frames may not reach the node).
 
     Best effort like a camera driver, or reliable (to match a node started with ``reliable:=true``).
     """
@@ -239,30 +240,13 @@ def publish(topic: str, answers: str, rate: float, duration: float, reliable: bo
     frame = synthetic_frame(FRAME_HEIGHT, FRAME_WIDTH)
     msg = Image(height=FRAME_HEIGHT, width=FRAME_WIDTH, encoding="rgb8", step=FRAME_WIDTH * 3)
     msg.data = frame.tobytes()
-    primed: list[bool] = []
-    node.create_subscription(
-        Image,
-        answers,
-        lambda mask: primed.append(True) if mask.header.frame_id == PRIMING_FRAME_ID else None,
-        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
-    )
-    # One priming frame at a time (a second one could replace the first in the node's mailbox): its answer
-    # shows that the node takes this publisher's frames, which a publisher-side match alone does not.
-    msg.header.frame_id = PRIMING_FRAME_ID
-    deadline = time.monotonic() + PRIMING_TIMEOUT_S
-    while not primed:
-        if time.monotonic() > deadline:
-            print(f"no answer to a priming frame on {answers} within {PRIMING_TIMEOUT_S:.0f} s", file=sys.stderr)
-            return 1
-        if publisher.get_subscription_count() == 0:  # not discovered yet
-            rclpy.spin_once(node, timeout_sec=0.05)
-            continue
-        msg.header.stamp = node.get_clock().now().to_msg()
-        publisher.publish(msg)
-        wait_until = time.monotonic() + PRIMING_WAIT_S
-        while not primed and time.monotonic() < wait_until:
-            rclpy.spin_once(node, timeout_sec=0.05)
-    msg.header.frame_id = ""
+    if answers is None:
+        deadline = time.monotonic() + 5.0  # let discovery match the node's subscription first
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    elif not _primed(node, publisher, msg, answers):
+        print(f"no answer to a priming frame on {answers} within {PRIMING_TIMEOUT_S:.0f} s", file=sys.stderr)
+        return 1
     sent = 0
     start = time.monotonic()
     while time.monotonic() < start + duration:
@@ -276,10 +260,41 @@ def publish(topic: str, answers: str, rate: float, duration: float, reliable: bo
     return 0
 
 
+def _primed(node: Any, publisher: Any, msg: Any, answers: str) -> bool:
+    """Sends ``msg`` as a priming frame, one at a time (a second could replace the first in the node's
+    mailbox), until the node answers one on ``answers``: that shows the node takes this publisher's frames, which
+    a publisher-side match alone does not. False after ``PRIMING_TIMEOUT_S``."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    primed: list[bool] = []
+    subscription = node.create_subscription(
+        Image,
+        answers,
+        lambda mask: primed.append(True) if mask.header.frame_id == PRIMING_FRAME_ID else None,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )
+    msg.header.frame_id = PRIMING_FRAME_ID
+    deadline = time.monotonic() + PRIMING_TIMEOUT_S
+    while not primed and time.monotonic() < deadline:
+        if publisher.get_subscription_count() == 0:  # not discovered yet
+            rclpy.spin_once(node, timeout_sec=0.05)
+            continue
+        msg.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(msg)
+        wait_until = time.monotonic() + PRIMING_WAIT_S
+        while not primed and time.monotonic() < wait_until:
+            rclpy.spin_once(node, timeout_sec=0.05)
+    msg.header.frame_id = ""
+    node.destroy_subscription(subscription)
+    return bool(primed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="publisher side of `zeroseg bench --ros`")
     parser.add_argument("--publish", required=True, help="image topic")
-    parser.add_argument("--answers", required=True, help="the node's mask topic (priming frames are answered there)")
+    parser.add_argument("--answers", help="the node's mask topic: priming frames until one is answered there")
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--reliable", action="store_true")
