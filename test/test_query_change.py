@@ -133,7 +133,9 @@ def test_a_rejected_change_keeps_the_old_queries_and_frames(segmenter, gate):
 def test_on_the_cpu_frames_and_text_batches_take_turns_and_both_progress(segmenter, monkeypatch):
     from zeroseg_ros.core import text as text_module
 
-    segmenter.update_config(**dataclasses.asdict(CONFIG))
+    # Templates "none": a prompt per phrase, in at least 4 batches (of at most TEXT_BATCH_SIZE, fewer in turns).
+    phrases = [f"thing number {n}" for n in range(4 * TEXT_BATCH_SIZE)]
+    segmenter.update_config(**dataclasses.asdict(CONFIG) | {"max_queries": len(phrases)})
     segmenter.set_queries("cat, dog")
     intervals: list[tuple[str, float, float]] = []
 
@@ -149,8 +151,6 @@ def test_on_the_cpu_frames_and_text_batches_take_turns_and_both_progress(segment
 
     monkeypatch.setattr(text_module, "encode_text_trimmed", timed("text", text_module.encode_text_trimmed))
     monkeypatch.setattr(segmenter, "_segment", timed("frame", segmenter._segment))
-    # Templates "none": a prompt per phrase, in at least 4 batches (of at most TEXT_BATCH_SIZE, fewer in turns).
-    phrases = [f"thing number {n}" for n in range(4 * TEXT_BATCH_SIZE)]
     stop = threading.Event()
 
     def frames() -> None:
@@ -159,9 +159,11 @@ def test_on_the_cpu_frames_and_text_batches_take_turns_and_both_progress(segment
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         loop = pool.submit(frames)
-        segmenter.set_queries(phrases)
-        stop.set()
-        loop.result(timeout=GENEROUS_S)
+        try:
+            segmenter.set_queries(phrases)
+        finally:
+            stop.set()
+            loop.result(timeout=GENEROUS_S)
     text = [i for i in intervals if i[0] == "text"]
     assert len(text) >= 4
     ordered = sorted(intervals, key=lambda interval: interval[1])

@@ -1,7 +1,8 @@
 """Frames and text batches take turns at the CPU's cores (core/turns.py), by the rule it states: the text's turn
 after a frame is (gap_target - 1) x the median of the last frame times; a handed batch starts while it is
 predicted (prompts x the median time per prompt) to end within the turn, the turn's first always; batches are
-sized to the time left of the turn, or to a whole turn when fewer than MIN_BATCH prompts fit; never both at
+sized to the time left of the turn but at most 1 / BATCHES_PER_TURN of a turn, or for the next turn when
+fewer than MIN_BATCH prompts fit; never both at
 once; the batches run on the frame's thread while it waits (else on the text's own); without an encoding
 frames never wait. Times come from a fake clock that only the test's frames and batches advance."""
 
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from zeroseg_ros.core.turns import GAP_TARGET, HANDOVER_S, KEPT, MIN_BATCH, CoreTurns
+from zeroseg_ros.core.turns import BATCHES_PER_TURN, GAP_TARGET, HANDOVER_S, KEPT, MIN_BATCH, CoreTurns
 
 GENEROUS_S = 60.0
 FRAME_S = 0.25
@@ -91,33 +92,34 @@ def test_batches_hold_most_prompts_before_frames_and_the_fewest_before_a_batch_i
     assert CoreTurns(enabled=False).text_batch_prompts(256) == 256
 
 
-def test_a_batch_handed_during_a_frame_fills_a_whole_turn() -> None:
+def test_a_batch_handed_during_a_frame_fills_a_share_of_a_turn() -> None:
     turns, _ = _measured()  # turn (2 - 1) x 0.25 s = 64 prompts
     with turns.frame():
-        assert turns.text_batch_prompts(256) == 64
-        assert turns.text_batch_prompts(40) == 40
+        assert turns.text_batch_prompts(256) == int(64 / BATCHES_PER_TURN)
+        assert turns.text_batch_prompts(12) == 12
 
 
 def test_a_batch_handed_within_a_turn_fills_what_is_left_of_it_or_else_the_next_turn() -> None:
     turns, cores = _measured()
     with turns.frame():
         pass  # ends at the fake clock's now
+    assert turns.text_batch_prompts(256) == int(64 / BATCHES_PER_TURN)  # at most a share of the turn
     cores.clock.now += 48 * PROMPT_S
     assert turns.text_batch_prompts(256) == 64 - 48
     cores.clock.now += (64 - 48 - MIN_BATCH) * PROMPT_S
     assert turns.text_batch_prompts(256) == MIN_BATCH
     cores.clock.now += PROMPT_S  # fewer than MIN_BATCH fit: the batch waits for the next turn
-    assert turns.text_batch_prompts(256) == 64
+    assert turns.text_batch_prompts(256) == int(64 / BATCHES_PER_TURN)
 
 
 def test_the_turn_follows_the_median_frame_and_batch_times() -> None:
     slow_frame = (FRAME_S, FRAME_S, 4 * FRAME_S, FRAME_S, FRAME_S)  # one slow frame does not lengthen the turn
     turns, _ = _measured(frame_times=(1.0,) * KEPT + slow_frame, gap_target=GAP_TARGET)
     with turns.frame():
-        assert turns.text_batch_prompts(1000) == int((GAP_TARGET - 1) * FRAME_S / PROMPT_S)
-    turns, _ = _measured(prompt_s=4 * PROMPT_S)
+        assert turns.text_batch_prompts(1000) == int((GAP_TARGET - 1) * FRAME_S / BATCHES_PER_TURN / PROMPT_S)
+    turns, _ = _measured(prompt_s=2 * PROMPT_S)  # a turn: 32 prompts
     with turns.frame():
-        assert turns.text_batch_prompts(256) == 16
+        assert turns.text_batch_prompts(256) == int(32 / BATCHES_PER_TURN)
     turns, _ = _measured(prompt_s=FRAME_S / MIN_BATCH * 2)  # a turn fits fewer than MIN_BATCH: MIN_BATCH
     with turns.frame():
         assert turns.text_batch_prompts(256) == MIN_BATCH

@@ -10,9 +10,11 @@ two frames (a frame and the text's turn) is ``gap_target`` frame times and the t
 change that takes about ``gap_target / (gap_target - 1)`` = 1.83 times its time alone.
 
 The text encoder asks ``text_batch_prompts`` how many prompts its next batch should hold: as many as fit the
-time left of the turn at ``p`` each, or, when fewer than ``MIN_BATCH`` fit, as many as fit a whole turn (the
-batch then waits for the next turn). A handed batch starts only while it is predicted to end within the
-turn, except that a turn's first batch always runs (however long it is), so that the encoding progresses.
+time left of the turn at ``p`` each, but at most a ``1 / BATCHES_PER_TURN`` share of a turn, so that the
+clock is read again before the turn ends and a batch that runs slower than predicted shortens the rest of
+it; when fewer than ``MIN_BATCH`` prompts fit, the batch is sized for the next turn and waits for it. A
+handed batch starts only while it is predicted to end within the turn, except that a turn's first batch
+always runs (however long it is), so that the encoding progresses.
 Before any batch is measured, batches hold ``MIN_BATCH`` prompts; before any frame is, nothing waits.
 
 The batches run on the frame's thread while it waits for its turn, so that one set of torch (OpenMP)
@@ -31,6 +33,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 GAP_TARGET = 2.2  # the predicted gap between frames during an encoding, in frame times (the text's turn + 1)
+BATCHES_PER_TURN = 3  # the fewest batches a turn is cut into
 MIN_BATCH = 8  # prompts: the fewest a batch holds beside frames (smaller ones cost more per prompt)
 KEPT = 5  # the last frames and batches whose median times predict the next ones
 HANDOVER_S = 0.05  # how long a batch waits for a frame's thread before the text's own thread runs it
@@ -95,10 +98,12 @@ class CoreTurns:
             if not self._prompt_s:
                 return min(MIN_BATCH, most)
             prompt_s = statistics.median(self._prompt_s)
+            turn_s = self._turn_s()
             left = self._turn_left()
             if left < MIN_BATCH * prompt_s:
-                left = self._turn_s()  # the batch waits for the next turn
-            return max(min(MIN_BATCH, most), min(most, int(left / prompt_s)))
+                left = turn_s  # the batch waits for the next turn
+            fitting = int(min(left, turn_s / BATCHES_PER_TURN) / prompt_s)
+            return max(min(MIN_BATCH, most), min(most, fitting))
 
     @contextmanager
     def frame(self) -> Iterator[None]:
