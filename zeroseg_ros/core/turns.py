@@ -15,7 +15,8 @@ clock is read again before the turn ends and a batch that runs slower than predi
 it; when fewer than ``MIN_BATCH`` prompts fit, the batch is sized for the next turn and waits for it. A
 handed batch starts only while it is predicted to end within the turn, except that a turn's first batch
 always runs (however long it is), so that the encoding progresses.
-Before any batch is measured, batches hold ``MIN_BATCH`` prompts; before any frame is, nothing waits.
+Before any batch is measured, batches hold ``MIN_BATCH`` prompts; before any frame is, they hold ``most``
+and nothing waits.
 
 The batches run on the frame's thread while it waits for its turn, so that one set of torch (OpenMP)
 threads has the cores at a time; without frames, the text's own thread runs them.
@@ -32,7 +33,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TypeVar
 
-GAP_TARGET = 2.2  # the predicted gap between frames during an encoding, in frame times (the text's turn + 1)
+# The predicted gap between frames during an encoding, in frame times (the text's turn + 1): room below gaps
+# of 2.5 frame times, and the text more than half the cores (a change within 2 x its time alone).
+GAP_TARGET = 2.2
 BATCHES_PER_TURN = 3  # the fewest batches a turn is cut into
 MIN_BATCH = 8  # prompts: the fewest a batch holds beside frames (smaller ones cost more per prompt)
 KEPT = 5  # the last frames and batches whose median times predict the next ones
