@@ -50,7 +50,7 @@ from zeroseg_ros.core.preprocess import (
 from zeroseg_ros.core.progress import Progress, ProgressFactory, no_progress
 from zeroseg_ros.core.queries import Query, check_label_count, parse_queries, scene_words
 from zeroseg_ros.core.temporal import ProbabilityEMA
-from zeroseg_ros.core.text import TEXT_BATCH_SIZE, TextEncoder
+from zeroseg_ros.core.text import TextEncoder
 from zeroseg_ros.core.text_cache import resolve_cache_dir
 from zeroseg_ros.core.turns import CoreTurns
 
@@ -58,7 +58,6 @@ LOGGER = logging.getLogger(__name__)
 
 PAMR_ITERATIONS = 10
 PAMR_DILATIONS = (8, 16)
-CPU_TEXT_BATCH = 32  # prompts per text batch on the CPU: as fast as 256 there, and short turns (core/turns.py)
 GRAPH_WARMUP_RUNS = 2  # eager runs before a capture: they fill the caches and autotuning
 GRAPHS_KEPT = 8  # recorded CUDA graphs kept (each holds its own memory pool); the least recently used go first
 
@@ -193,11 +192,10 @@ class Segmenter:
             self._clip.tokenizer,
             self.device,
             self._config.templates,
-            batch_size=CPU_TEXT_BATCH if self.device.type == "cpu" else TEXT_BATCH_SIZE,
             onednn=self._onednn,
             disk_cache_dir=disk_cache,
             model_name=self.model_config.name,
-            batch_runner=self._turns.text_batch,
+            turns=self._turns,
         )
         self.text_threads = text_threads
         self._upload = FrameUploader(self.device)

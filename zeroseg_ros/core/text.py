@@ -9,7 +9,7 @@ optionally on disk (``text_cache.py``), so a restart with the same vocabulary co
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from torch import nn
 from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block
 from zeroseg_ros.core.progress import Progress
 from zeroseg_ros.core.text_cache import DiskTextCache, text_tower_fingerprint
+from zeroseg_ros.core.turns import CoreTurns
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     # The 80 prompts of CLIP's ImageNet evaluation, used by MaskCLIP, SCLIP, ClearCLIP and NACLIP.
@@ -59,11 +60,11 @@ class TextEncoder:
         onednn: bool = False,
         disk_cache_dir: Path | None = None,
         model_name: str = "",
-        batch_runner: Callable[[Callable[[], torch.Tensor]], torch.Tensor] | None = None,
+        turns: CoreTurns | None = None,
     ) -> None:
         self._model = model
-        # Runs each batch's computation (core/turns.py: on the thread of frames beside, in turns); default here.
-        self._batch_runner = batch_runner or (lambda compute: compute())
+        # Sizes and runs each batch (core/turns.py: on the thread of frames beside, in turns); default here.
+        self._turns = turns or CoreTurns(enabled=False)
         self._onednn = OneDNNLinear() if onednn else None  # fp32 on the CPU only (onednn.py)
         self._tokenizer = tokenizer
         self._device = device
@@ -128,11 +129,13 @@ class TextEncoder:
     def _embed(self, phrases: list[str], progress: Progress | None = None) -> torch.Tensor:
         prompts = [template.format(phrase) for phrase in phrases for template in self._templates]
         chunks = []
-        for start in range(0, len(prompts), self._batch_size):
-            batch = prompts[start : start + self._batch_size]
-            chunks.append(self._batch_runner(lambda batch=batch: self._embed_batch(batch)))
+        done = 0
+        while done < len(prompts):
+            batch = prompts[done : done + self._turns.text_batch_prompts(self._batch_size)]
+            chunks.append(self._turns.text_batch(lambda batch=batch: self._embed_batch(batch), len(batch)))
+            done += len(batch)
             if progress is not None:
-                progress(min(start + self._batch_size, len(prompts)), len(prompts))
+                progress(done, len(prompts))
         per_template = torch.cat(chunks).reshape(len(phrases), len(self._templates), -1)
         return F.normalize(per_template.mean(dim=1), dim=-1)
 

@@ -1,55 +1,112 @@
 """Frames and a text encoding beside them take turns at the CPU's cores instead of sharing them.
 
 Two torch workloads on the same cores at once, each with all intra-op threads, slow each other more than
-their shares say (their threads preempt each other inside parallel regions): back to back on two cores, a
-``@coco-stuff`` change took 2.1 x its time alone and frames came every 2.4 frame times. Taking turns keeps
-each at full speed while it runs: a frame, then text batches for ``text_turn`` frame times (rounded to whole
-batches), then the next frame. The gap between frames is then about a frame and the text's turn, and the
-change takes about ``(1 + turn) / turn`` times its time alone. Both goals of issue 10 (gap at most 3 frame
-times, change at most 2 x its time alone) need a turn between about 1 and 1.2 frame times on two cores
-(docs/benchmarks.md, "Query change and 3-D outputs after their changes").
+their shares say (their threads preempt each other inside parallel regions). So on the CPU a frame runs
+alone, then the text's turn, then the next frame. The turn is derived from two measured times: ``f``, the
+median time of the last ``KEPT`` frames, and ``p``, the median time per prompt of the last ``KEPT`` text
+batches. After a frame the text may use ``(gap_target - 1) * f`` seconds, so that the predicted gap between
+two frames (a frame and the text's turn) is ``gap_target`` frame times and the text has
+``(gap_target - 1) / gap_target`` of the cores' time: with ``GAP_TARGET`` a gap of 2.2 frame times, and a
+change that takes about ``gap_target / (gap_target - 1)`` = 1.83 times its time alone.
 
-The batches run on the frame's thread while it waits for its turn: two threads taking turns still left the
-idle one's OpenMP workers spinning beside the other (with the batches on the text's own thread a change took
-1.83-1.92 x its time alone and a gap reached 3.65 frame times). Without frames, the text's thread runs them.
+The text encoder asks ``text_batch_prompts`` how many prompts its next batch should hold: as many as fit the
+time left of the turn at ``p`` each, but at most a ``1 / BATCHES_PER_TURN`` share of a turn, so that the
+clock is read again before the turn ends and a batch that runs slower than predicted shortens the rest of
+it; when fewer than ``MIN_BATCH`` prompts fit, the batch is sized for the next turn and waits for it. A
+handed batch starts only while it is predicted to end within the turn, except that a turn's first batch
+always runs (however long it is), so that the encoding progresses.
+Before any batch is measured, batches hold ``MIN_BATCH`` prompts; before any frame is, they hold ``most``
+and nothing waits.
+
+The batches run on the frame's thread while it waits for its turn, so that one set of torch (OpenMP)
+threads has the cores at a time; without frames, the text's own thread runs them.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TypeVar
 
-TEXT_TURN = 1.4  # the text's turn between two frames, in frame times
+# The predicted gap between frames during an encoding, in frame times (the text's turn + 1): room below gaps
+# of 2.5 frame times, and the text more than half the cores (a change within 2 x its time alone).
+GAP_TARGET = 2.2
+BATCHES_PER_TURN = 3  # the fewest batches a turn is cut into
+MIN_BATCH = 8  # prompts: the fewest a batch holds beside frames (smaller ones cost more per prompt)
+KEPT = 5  # the last frames and batches whose median times predict the next ones
 HANDOVER_S = 0.05  # how long a batch waits for a frame's thread before the text's own thread runs it
 
 Result = TypeVar("Result")
+Clock = Callable[[], float]
 
 
 class CoreTurns:
-    """Wrap each frame in ``frame()``, each text encoding in ``encoding()``, and run each of its batches
-    through ``text_batch(compute)``. Without an encoding in progress frames never wait. ``enabled=False``
-    (a GPU, which interleaves both itself): nothing waits, batches run where they are called."""
+    """Wrap each frame in ``frame()``, each text encoding in ``encoding()``, size each of its batches with
+    ``text_batch_prompts(most)`` and run it through ``text_batch(compute, prompts)``. Without an encoding in
+    progress frames never wait. ``enabled=False`` (a GPU, which interleaves both itself): nothing waits,
+    batches run where they are called and hold ``most`` prompts."""
 
-    def __init__(self, enabled: bool = True, text_turn: float = TEXT_TURN) -> None:
+    def __init__(self, enabled: bool = True, gap_target: float = GAP_TARGET, clock: Clock = time.monotonic) -> None:
+        if gap_target <= 1.0:
+            raise ValueError(f"gap_target must exceed one frame time, got {gap_target}")
         self._enabled = enabled
-        self._text_turn = text_turn
+        self._gap_target = gap_target
+        self._clock = clock
         self._changed = threading.Condition()
         self._running = False  # a frame or a text batch has the cores
+        self._frame_running = False
         self._frames_waiting = 0
         self._encodings = 0
-        self._handed: tuple[Callable[[], object], Future[object]] | None = None  # a batch for a frame's thread
-        self._frame_s = 0.0  # the last frame's time
-        self._batch_s = 0.0  # the last text batch's time
+        self._handed: tuple[Callable[[], object], int, Future[object]] | None = None  # for a frame's thread
+        self._frame_s: deque[float] = deque(maxlen=KEPT)
+        self._prompt_s: deque[float] = deque(maxlen=KEPT)  # a batch's time per prompt
         self._frame_ended = float("-inf")
+        self._turn_batches = 0  # batches begun since the last frame ended
 
-    def _frame_due_in(self) -> float:
-        """Seconds until the text's turn since the last frame is over (<= 0: a frame is due). The turn is
-        rounded to whole batches: a batch that would end more than half a batch after it does not start."""
-        return self._frame_ended + self._text_turn * self._frame_s - self._batch_s / 2 - time.monotonic()
+    def _turn_s(self) -> float:
+        """The text's turn after a frame, in seconds (0 before any frame was measured)."""
+        return (self._gap_target - 1.0) * statistics.median(self._frame_s) if self._frame_s else 0.0
+
+    def _predicted_s(self, prompts: int) -> float:
+        return prompts * statistics.median(self._prompt_s) if self._prompt_s else 0.0
+
+    def _turn_left(self) -> float:
+        """Seconds left of the text's turn since the last frame (a whole turn while a frame runs)."""
+        if self._frame_running:
+            return self._turn_s()
+        return self._frame_ended + self._turn_s() - self._clock()
+
+    def _text_turn_on(self) -> bool:
+        """Whether a waiting frame leaves the cores to the text: its turn's first batch when handed, then
+        each handed batch that is predicted to end within the turn; with none handed, until the turn ends."""
+        if not self._encodings:
+            return False
+        left = self._turn_left()
+        if self._handed is None:
+            return left > 0
+        return self._turn_batches == 0 or self._predicted_s(self._handed[1]) <= left
+
+    def text_batch_prompts(self, most: int) -> int:
+        """How many prompts (at most ``most``) the next text batch should hold."""
+        if not self._enabled:
+            return most
+        with self._changed:
+            if not self._frame_s:
+                return most
+            if not self._prompt_s:
+                return min(MIN_BATCH, most)
+            prompt_s = statistics.median(self._prompt_s)
+            turn_s = self._turn_s()
+            left = self._turn_left()
+            if left < MIN_BATCH * prompt_s:
+                left = turn_s  # the batch waits for the next turn
+            fitting = int(min(left, turn_s / BATCHES_PER_TURN) / prompt_s)
+            return max(min(MIN_BATCH, most), min(most, fitting))
 
     @contextmanager
     def frame(self) -> Iterator[None]:
@@ -60,44 +117,53 @@ class CoreTurns:
             self._frames_waiting += 1
             try:
                 while True:
-                    due_in = self._frame_due_in()
-                    if self._handed is not None and not self._running and due_in > 0:
+                    text_turn = self._text_turn_on()
+                    if self._running:
+                        self._changed.wait()
+                    elif text_turn and self._handed is not None:
                         self._run_handed()  # the text's turn, on this thread
-                    elif self._running or (self._encodings and due_in > 0):
-                        self._changed.wait(timeout=due_in if due_in > 0 else None)
+                    elif text_turn:
+                        self._changed.wait(timeout=self._turn_left())
                     else:
                         break
-                self._running = True
+                self._running = self._frame_running = True
             finally:
                 self._frames_waiting -= 1
-        started = time.monotonic()
+        started = self._clock()
         try:
             yield
         finally:
             with self._changed:
-                self._running = False
-                self._frame_ended = time.monotonic()
-                self._frame_s = self._frame_ended - started
+                self._running = self._frame_running = False
+                self._frame_ended = self._clock()
+                self._frame_s.append(self._frame_ended - started)
+                self._turn_batches = 0
                 self._changed.notify_all()
 
     def _run_handed(self) -> None:
         """Run the handed batch on this (a frame's) thread, the lock released meanwhile; called holding it."""
         assert self._handed is not None
-        compute, future = self._handed
-        self._handed, self._running = None, True
+        compute, prompts, future = self._handed
+        self._handed = None
+        started = self._batch_begun()
         self._changed.release()
-        started = time.monotonic()
         try:
             future.set_result(compute())
         except BaseException as error:  # the text's thread raises it
             future.set_exception(error)
         finally:
             self._changed.acquire()
-            self._batch_done(started)
+            self._batch_done(started, prompts)
 
-    def _batch_done(self, started: float) -> None:
-        """A batch begun at ``started`` has ended: the cores are free. Called holding the lock."""
-        self._batch_s = time.monotonic() - started
+    def _batch_begun(self) -> float:
+        """A batch takes the cores; returns its start. Called holding the lock."""
+        self._running = True
+        self._turn_batches += 1
+        return self._clock()
+
+    def _batch_done(self, started: float, prompts: int) -> None:
+        """A batch of ``prompts`` begun at ``started`` has ended: the cores are free. Called holding the lock."""
+        self._prompt_s.append((self._clock() - started) / max(prompts, 1))
         self._running = False
         self._changed.notify_all()
 
@@ -112,28 +178,28 @@ class CoreTurns:
                 self._encodings -= 1
                 self._changed.notify_all()
 
-    def text_batch(self, compute: Callable[[], Result]) -> Result:
-        """``compute()``'s result: run by a frame's thread waiting for its turn, or (no frame thread within
-        ``HANDOVER_S``) here, never beside a frame nor while a waiting frame is due."""
+    def text_batch(self, compute: Callable[[], Result], prompts: int) -> Result:
+        """``compute()``'s result (a batch of ``prompts``): run by a frame's thread waiting for its turn, or (no
+        frame thread within ``HANDOVER_S``) here, never beside a frame nor while a waiting frame is due."""
         if not self._enabled:
             return compute()
         future: Future[object] = Future()
         with self._changed:
-            self._handed = (compute, future)
+            self._handed = (compute, prompts, future)
             self._changed.notify_all()
-            run_here = False
+            started = None
             while self._handed is not None:
                 # A frame's thread comes back right after its frame: give it HANDOVER_S from then.
-                unclaimed = not self._frames_waiting and time.monotonic() - self._frame_ended >= HANDOVER_S
+                unclaimed = not self._frames_waiting and self._clock() - self._frame_ended >= HANDOVER_S
                 if not self._running and unclaimed:
-                    self._handed, self._running, run_here = None, True, True
+                    self._handed = None
+                    started = self._batch_begun()
                     break
                 self._changed.wait(timeout=HANDOVER_S)
-        if not run_here:
+        if started is None:
             return future.result()  # type: ignore[return-value]
-        started = time.monotonic()
         try:
             return compute()
         finally:
             with self._changed:
-                self._batch_done(started)
+                self._batch_done(started, prompts)
