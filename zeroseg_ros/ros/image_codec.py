@@ -240,23 +240,34 @@ def compressed_size(data: bytes) -> tuple[int, int]:
     raise ValueError("JPEG without a frame header")
 
 
-def array_to_image(pixels: np.ndarray, encoding: str, msg_type: type, header: Any = None) -> Any:
-    """A ``msg_type`` (sensor_msgs/Image) holding ``pixels`` in ``encoding``, with ``header`` copied in."""
+def image_fields(pixels: np.ndarray, encoding: str) -> dict[str, Any]:
+    """The sensor_msgs/Image fields (all but the header) that hold ``pixels`` in ``encoding``, rows unpadded in
+    native byte order (as cv_bridge writes them); for any message library's Image type."""
     info = _encoding_info(encoding, OUTPUT_ENCODINGS)
     expected_ndim = 2 if info.channels == 1 else 3
     if pixels.ndim != expected_ndim or (expected_ndim == 3 and pixels.shape[2] != info.channels):
         raise InvalidImageError(f"array of shape {pixels.shape} cannot be encoded as {encoding}")
     if pixels.dtype != info.dtype:
         raise InvalidImageError(f"array of dtype {pixels.dtype} cannot be encoded as {encoding} ({info.dtype})")
+    return {
+        "height": int(pixels.shape[0]),
+        "width": int(pixels.shape[1]),
+        "encoding": encoding,
+        "is_bigendian": 1 if sys.byteorder == "big" else 0,
+        "step": int(pixels.shape[1] * info.channels * info.dtype.itemsize),
+        "data": np.ascontiguousarray(pixels).tobytes(),
+    }
+
+
+def array_to_image(pixels: np.ndarray, encoding: str, msg_type: type, header: Any = None) -> Any:
+    """A ``msg_type`` (sensor_msgs/Image) holding ``pixels`` in ``encoding``, with ``header`` copied in."""
+    fields = image_fields(pixels, encoding)
     if _BRIDGE is not None:
         msg = _BRIDGE.cv2_to_imgmsg(np.ascontiguousarray(pixels), encoding=encoding)
     else:
         msg = msg_type()
-        msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
-        msg.encoding = encoding
-        msg.is_bigendian = 1 if sys.byteorder == "big" else 0
-        msg.step = int(pixels.shape[1] * info.channels * info.dtype.itemsize)
-        msg.data = np.ascontiguousarray(pixels).tobytes()
+        for name, value in fields.items():
+            setattr(msg, name, value)
     if header is not None:
         msg.header = header
     return msg
