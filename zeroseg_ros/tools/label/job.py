@@ -6,6 +6,7 @@ Ray cluster (``ray_job``); both write through ``BagOutput`` and report into ``Jo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,12 @@ class JobSummary:
     kept: list[str] = field(default_factory=list)  # finished by an earlier run of the same job
     failed: dict[str, str] = field(default_factory=dict)  # bag -> what is wrong
     frames: RangeSummary = field(default_factory=RangeSummary)
+    seconds: float = 0.0  # labelling, from the first range to the last write (model loading not counted)
 
     def lines(self) -> list[str]:
+        rate = f" in {self.seconds:.1f} s ({self.frames.frames / self.seconds:.2f} frames/s)" if self.seconds else ""
         lines = [
-            f"labelled {self.frames.frames} frames: {len(self.finished)} bags written"
+            f"labelled {self.frames.frames} frames{rate}: {len(self.finished)} bags written"
             + (f", {len(self.kept)} already finished" if self.kept else "")
             + (f", {len(self.failed)} failed" if self.failed else "")
         ]
@@ -137,6 +140,7 @@ def label_locally(
     labeller: Labeller,
 ) -> None:
     """Labels each planned bag with one model in this process, a bag at a time."""
+    started = time.monotonic()
     for plan in plans:
         output = BagOutput(plan, manifest)
         try:
@@ -154,3 +158,4 @@ def label_locally(
         output.finish()
         summary.finished.append(plan.name)
         summary.frames.add(output.summary)
+        summary.seconds = time.monotonic() - started

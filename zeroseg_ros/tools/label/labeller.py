@@ -142,12 +142,26 @@ class Labeller:
         return summary
 
     def _segment(self, frames: list[_Frame]) -> None:
-        """The model's step: one batch of decoded frames."""
+        """The model's step: one batch of decoded frames (a frame the segmenter refuses is skipped alone)."""
+        if not frames:
+            return
         alpha = self.settings.outputs.overlay_alpha
-        for frame in frames:
-            assert frame.pixels is not None
-            frame.result = self.segmenter.segment(frame.pixels, "bgr" if frame.order == "bgr" else "rgb", alpha)
-            frame.pixels = None
+        pixels = [frame.pixels for frame in frames]
+        orders = ["bgr" if frame.order == "bgr" else "rgb" for frame in frames]
+        streams = [frame.camera.image_topic for frame in frames]
+        try:
+            results = self.segmenter.segment_batch(pixels, orders, alpha, streams)
+        except InvalidImageError:
+            if len(frames) == 1:
+                raise
+            for frame in frames:
+                try:
+                    self._segment([frame])
+                except InvalidImageError as error:
+                    frame.error = str(error)
+            return
+        for frame, result in zip(frames, results, strict=True):
+            frame.result, frame.pixels = result, None
 
     def _read(self, bag: InputBag, cameras: Sequence[Camera], time_range: TimeRange) -> Iterator[_Copy | _Frame]:
         by_topic = {camera.image_topic: camera for camera in cameras}

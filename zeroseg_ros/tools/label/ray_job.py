@@ -29,6 +29,10 @@ class RangeLabeller:
     def __init__(self, settings: LabelSettings) -> None:
         self._labeller = Labeller(settings)
 
+    def ready(self) -> bool:
+        """Answers once the model is loaded (the actor's constructor has run)."""
+        return True
+
     def label(self, plan: BagPlan, index: int) -> tuple[list[Record], RangeSummary] | BagError:
         records: list[Record] = []
         try:
@@ -75,6 +79,10 @@ def label_on_ray(
         raise ZerosegError(f"--workers must be at least 1, got {workers}")
     actor_class = ray.remote(max_restarts=-1, max_task_retries=-1)(RangeLabeller)
     actors = [actor_class.options(num_gpus=gpus_per_worker).remote(settings) for _ in range(workers)]
+    loading = time.monotonic()
+    ray.get([actor.ready.remote() for actor in actors])
+    LOGGER.info("%d workers loaded their model in %.1f s", workers, time.monotonic() - loading)
+    started = time.monotonic()
     states = [_BagState(plan) for plan in plans]
     work = [(bag, index) for bag, state in enumerate(states) for index in range(len(state.plan.ranges))]
     in_flight: dict[ray.ObjectRef, tuple[int, int, int]] = {}  # task -> (bag, range, actor)
@@ -92,6 +100,7 @@ def label_on_ray(
             bag, index, actor = in_flight.pop(ready[0])
             load[actor] -= 1
             _received(states[bag], index, ray.get(ready[0]), manifest, summary, on_frames)
+            summary.seconds = time.monotonic() - started
     except BaseException:
         for state in states:
             if state.output is not None and not state.failed and state.next_index < len(state.plan.ranges):
