@@ -57,6 +57,7 @@ def test_label_outputs_equal_the_live_nodes_for_the_same_frames(tmp_path: Path) 
             )
         test_probe.wait_for_node(node)
         test_probe.spin_until(lambda: test_probe.node.count_publishers("objects") > 0, 10.0, "objects publisher")
+        test_probe.spin_until(lambda: test_probe.received["labels"], 120.0, "the labels in use")
         for index, (pixels, stamp) in enumerate(zip(frames, STAMPS, strict=True)):
             test_probe.publish_frame(pixels, "rgb8", stamp_ns=stamp, frame_id="front")
             for topic in ("mask", "mask_color", "overlay/compressed", "segmentation", "objects"):

@@ -225,7 +225,8 @@ class OutputBag:
                     spec.topic, spec.msgtype, msgdef=spec.msgdef, rihs01=spec.rihs01
                 )
             else:
-                store = output_typestore() if spec.msgtype.startswith(MSG_PACKAGE) else self._input_typestore
+                ours = output_typestore()
+                store = ours if spec.msgtype in ours.fielddefs else self._input_typestore
                 connection = self._writer.add_connection(spec.topic, spec.msgtype, typestore=store)
             self._connections[record.topic] = connection
         self._writer.write(connection, record.timestamp, record.data)
