@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cluster.add_argument("--workers", type=int, default=1, help="worker actors, one model each (%(default)s)")
     cluster.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (%(default)s)")
     cluster.add_argument(
+        "--cpus-per-worker", type=float, default=None, help="CPUs per worker (default: the cluster's, shared out)"
+    )
+    cluster.add_argument(
         "--frames-per-range", type=int, default=FRAMES_PER_RANGE, help="frames per Ray task (%(default)s)"
     )
     add_model_arguments(parser)
@@ -97,7 +100,9 @@ def _run_label(args: argparse.Namespace) -> int:
 
             seconds = connect(args.ray or None)
             LOGGER.info("Ray cluster ready in %.1f s", seconds)
-            label_on_ray(plans, manifest, settings, summary, bar.update, args.workers, args.gpus_per_worker)
+            label_on_ray(
+                plans, manifest, settings, summary, bar.update, args.workers, args.gpus_per_worker, args.cpus_per_worker
+            )
         elif plans:
             labeller = Labeller(settings, progress=ProgressBar)
             label_locally(plans, manifest, settings, summary, bar.update, labeller)

@@ -71,14 +71,20 @@ def label_on_ray(
     on_frames: Callable[[int], None],
     workers: int,
     gpus_per_worker: float,
+    cpus_per_worker: float | None = None,
 ) -> None:
-    """Labels every range of every planned bag on ``workers`` actors; writes each bag as its ranges come in."""
+    """Labels every range of every planned bag on ``workers`` actors; writes each bag as its ranges come in.
+    ``cpus_per_worker`` (default: the cluster's CPUs shared out) also sets each worker's torch threads, as Ray
+    sets OMP_NUM_THREADS to it."""
     import ray
 
     if workers < 1:
         raise ZerosegError(f"--workers must be at least 1, got {workers}")
+    if cpus_per_worker is None:
+        cpus_per_worker = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
     actor_class = ray.remote(max_restarts=-1, max_task_retries=-1)(RangeLabeller)
-    actors = [actor_class.options(num_gpus=gpus_per_worker).remote(settings) for _ in range(workers)]
+    options = {"num_gpus": gpus_per_worker, "num_cpus": cpus_per_worker}
+    actors = [actor_class.options(**options).remote(settings) for _ in range(workers)]
     loading = time.monotonic()
     ray.get([actor.ready.remote() for actor in actors])
     LOGGER.info("%d workers loaded their model in %.1f s", workers, time.monotonic() - loading)
