@@ -130,15 +130,14 @@ def test_an_output_folder_of_another_job_is_refused_unless_overwrite(tmp_path, l
     source = make_bag(tmp_path / "drive", frames=1, compressed=False)
     out = tmp_path / "out"
     run(labeller, [source], out)
-    other = Labeller.__new__(Labeller)  # the same model with other queries: only the settings differ
-    other.settings = fast_settings(checkpoint, queries="pallet")
+    other_queries = fast_settings(checkpoint, queries="pallet")
     with pytest.raises(ZerosegError, match="another labelling job"):
-        prepare([source], out, other.settings, False, 64)
+        prepare([source], out, other_queries, False, 64)
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "some_bag").mkdir()
     with pytest.raises(ZerosegError, match="no labelling job"):
         prepare([source], tmp_path / "foreign", labeller.settings, False, 64)
-    _, plans, _ = prepare([source], out, other.settings, True, 64)
+    _, plans, _ = prepare([source], out, other_queries, True, 64)
     assert [plan.name for plan in plans] == ["drive"]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -173,12 +174,11 @@ class InputBag:
                 count = 0
             count += 1
         bounds = [None, *cuts, None]
-        ranges = []
-        for index in range(len(bounds) - 1):
-            start, stop = bounds[index], bounds[index + 1]
-            frames = sum(1 for s in stamps if (start is None or s >= start) and (stop is None or s < stop))
-            ranges.append(TimeRange(index, start, stop, frames))
-        return ranges
+        firsts = [0, *(bisect_left(stamps, cut) for cut in cuts), len(stamps)]  # each range's first frame
+        return [
+            TimeRange(index, bounds[index], bounds[index + 1], firsts[index + 1] - firsts[index])
+            for index in range(len(bounds) - 1)
+        ]
 
     def messages(self, time_range: TimeRange, topics: Sequence[str] | None = None) -> Iterator[tuple[str, int, bytes]]:
         """(topic, timestamp, CDR bytes) of the range, in time order; all topics, or ``topics``."""
