@@ -59,7 +59,11 @@ def connect(address: str | None) -> float:
 
     started = time.monotonic()
     if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:  # no cluster there, or a wrong address
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+            raise ZerosegError(f"cannot connect to {where}: {str(error).splitlines()[0]}") from error
     return time.monotonic() - started
 
 
