@@ -20,6 +20,9 @@ fetch() {
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     rm -rf .whl && mkdir -p .whl/ros
     python3 -m pip download -q --no-deps "${platform[@]}" -d .whl open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
+    # zeroseg label: rosbags (requirements/label.txt) and what it needs
+    python3 -m pip download -q --no-deps "${platform[@]}" -d .whl rosbags==0.11.9 ruamel.yaml==0.19.1 lz4==4.4.5 \
+        backports.zstd==1.8.0 apsw==3.54.1.0
     python3 -m pip download -q --no-deps "${platform[@]}" -d .whl/ros -r requirements/ros-runtime.txt
     du -sh .whl .whl/ros
 }
@@ -123,6 +126,17 @@ if ros_env && ros_round_trip 2>&1 | tee -a "$LOG"; then
     done
 else
     echo "ROS 2 wheels missing or not working: node end-to-end benchmark skipped" | tee -a "$LOG"
+    status=1
+fi
+
+# 4. zeroseg label on a bag of 640x480 frames at the issue's setting: short side 448, fp16, batches of 8.
+if PYTHONPATH="$PYTHONPATH:$PWD/test" "$PYTHON" -c 'from pathlib import Path; from bag_helpers import make_bag
+make_bag(Path("/tmp/zeroseg-bag640"), frames=400, size=(480, 640), compressed=False)' >> "$LOG" 2>&1; then
+    "$PYTHON" -m zeroseg_ros.tools.cli label /tmp/zeroseg-bag640 --out /tmp/zeroseg-labelled --overwrite \
+        --queries "person, car, bicycle, traffic cone, road, building, tree, sky" --random-weights --device cuda \
+        --precision fp16 --short-side 448 --batch-size 8 2>&1 | tr '\r' '\n' | grep -v "frame/s]" | tee -a "$LOG" || status=1
+else
+    echo "rosbags missing (run: gpu_check.sh fetch): label benchmark skipped" | tee -a "$LOG"
     status=1
 fi
 echo "exit status $status" | tee -a "$LOG"

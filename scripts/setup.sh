@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates or refreshes everything this checkout needs; a fast no-op when nothing changed.
-#   .venv/            Python venv with requirements/{core,ros,dev}.txt and zeroseg_ros installed editable
+#   .venv/            Python venv with requirements/{core,ros,dev,label}.txt and zeroseg_ros installed editable
 #   build/ install/   colcon build of this ROS 2 package (generates zeroseg_ros.msg.Segmentation)
 #   build-test/ install-test/   colcon build of the test-only interface packages in test/interfaces/
 #                     (vision_msgs is not on PyPI); only the tests put it on their paths
@@ -19,10 +19,12 @@ ensure_venv "$venv" "$python_bin"
 
 # Reinstall only when a requirements file or setup.py changed since the last successful install.
 requirements_stamp="$venv/.zeroseg-requirements.sha256"
-requirements_hash="$(content_hash requirements/core.txt requirements/ros.txt requirements/dev.txt setup.py)"
+requirements_hash="$(content_hash requirements/core.txt requirements/ros.txt requirements/dev.txt requirements/label.txt \
+  setup.py)"
 if stamp_differs "$requirements_stamp" "$requirements_hash"; then
   say "installing requirements into $venv"
-  "$venv/bin/python" -m pip install --quiet -r requirements/core.txt -r requirements/ros.txt -r requirements/dev.txt
+  "$venv/bin/python" -m pip install --quiet -r requirements/core.txt -r requirements/ros.txt -r requirements/dev.txt \
+    -r requirements/label.txt
   "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$requirements_hash" > "$requirements_stamp"
 fi

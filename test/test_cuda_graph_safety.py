@@ -1,7 +1,7 @@
 """What the CUDA-graph path records can be recorded: checked on the CPU, op by op.
 
-On CUDA the segmenter records everything from the uploaded frame to the packed results as one graph per frame
-size. A graph replays fixed kernels on fixed memory, so the recorded part must not wait for the device
+On CUDA the segmenter records everything from the uploaded frames to the packed results as one graph per batch
+size and frame size. A graph replays fixed kernels on fixed memory, so the recorded part must not wait for the device
 (``.item()``, ``bool(tensor)``), produce shapes that depend on the data (``nonzero``, boolean-mask indexing,
 ``unique``) or build tensors from host data per frame (``torch.tensor(...)``): capture fails, or worse,
 replays a stale value. Those ops look the same on the CPU, so every op of a frame is traced here with a
@@ -66,17 +66,24 @@ MANY_PHRASES = "person|pedestrian, car, tree, road, sky, wall, floor, door, wind
 
 
 def traced_frame(segmenter: Segmenter, queries: str = FEW_PHRASES, **config: object) -> list[str]:
-    """The ops of the part a graph records (``Segmenter._infer``: uploaded frame to packed results), for a frame
-    after a first one, which fills the per-size caches as the graph's warm-up does."""
+    """The ops of the part a graph records (``Segmenter._infer``: uploaded frames to packed results), for a batch
+    of two frames (one rgb, one bgr) after a first batch, which fills the per-size caches as the graph's warm-up
+    does; with temporal smoothing, the past averages are given as a replay copies them in."""
     segmenter.update_config(short_side=64, **config)
     segmenter.set_queries(queries)
-    image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
-    segmenter.segment(image, "bgr", overlay_alpha=0.5)
-    frame, bgr = torch.from_numpy(image), channel_index(True, segmenter.device)
+    images = [np.random.default_rng(seed).integers(0, 256, (48, 80, 3), dtype=np.uint8) for seed in (0, 1)]
+    segmenter.segment_batch(images, ["rgb", "bgr"], overlay_alpha=0.5, streams=["front", "left"])
+    frames = torch.from_numpy(np.stack(images))
+    channels = torch.stack([channel_index(bgr, segmenter.device) for bgr in (False, True)])
     untimed = _StageTimer(segmenter.device, False)
-    # In inference mode, as Segmenter.segment runs it (the moving average's buffers are inference tensors).
+    state = segmenter._state
+    history = None
+    if segmenter.config.temporal_smoothing > 0:
+        shape = segmenter._logits_shape((48, 80), state)
+        history = segmenter._temporal.past(["front", "left"], (48, 80), shape, 0.5, segmenter.device)
+    # In inference mode, as Segmenter.segment_batch runs it.
     with torch.inference_mode(), OpTrace() as trace:
-        segmenter._infer(frame, bgr, segmenter._state, untimed, torch.full((), 0.5))
+        segmenter._infer(frames, channels, state, untimed, torch.full((), 0.5), history)
     return trace.ops
 
 

@@ -65,6 +65,19 @@ def test_uploader_copies_into_a_given_buffer():
     assert (upload(image[:, ::-1]).numpy() == image[:, ::-1]).all()  # non-contiguous views are fine
 
 
+def test_uploader_stacks_a_batch_and_the_normaliser_takes_an_order_per_frame():
+    images = [np.random.default_rng(seed).integers(0, 256, (4, 5, 3), dtype=np.uint8) for seed in (2, 3)]
+    frames = FrameUploader(torch.device("cpu")).batch([images[0], images[1][:, ::-1]])
+    assert frames.shape == (2, 4, 5, 3)
+    assert (frames[1].numpy() == images[1][:, ::-1]).all()
+    normalise = Normaliser(MEAN, STD, torch.device("cpu"), torch.float32)
+    cpu = torch.device("cpu")
+    channels = torch.stack([channel_index(False, cpu), channel_index(True, cpu)])
+    pixels = normalise(frames, (4, 5), channels)
+    torch.testing.assert_close(pixels[0:1], normalise(frames[0], (4, 5)))
+    torch.testing.assert_close(pixels[1:2], normalise(frames[1], (4, 5), channel_index(True, cpu)))
+
+
 def test_uploader_takes_read_only_frames_without_warning():
     image = np.frombuffer(bytes(range(60)), dtype=np.uint8).reshape(4, 5, 3)
     assert not image.flags.writeable

@@ -13,7 +13,7 @@ import torch
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.segmenter import Segmenter
-from zeroseg_ros.core.temporal import ProbabilityEMA, flicker
+from zeroseg_ros.core.temporal import ProbabilityEMA, blend, flicker
 
 # MaskCLIP: with random weights its labels vary over the frame and with noise (NACLIP's would not).
 BASE = SegmenterConfig(templates="none", short_side=64, method="maskclip")
@@ -56,29 +56,29 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 def test_the_average_starts_with_the_first_frame_and_blends_the_next() -> None:
     ema = ProbabilityEMA()
     first, second = torch.randn(1, 4, 3, 5) / 10, torch.randn(1, 4, 3, 5) / 10
-    ema.begin((48, 64))
-    out = ema.smooth(first, (48, 64), 0.75, SCALE)
+    out, average = blend(first, *ema.past(["front"], (48, 64), (4, 3, 5), 0.75, torch.device("cpu")), SCALE)
     torch.testing.assert_close(probabilities(out), probabilities(first))
-    ema.begin((48, 64))
-    out = ema.smooth(second, (48, 64), 0.75, SCALE)
+    ema.keep(["front"], (48, 64), average)
+    out, _ = blend(second, *ema.past(["front"], (48, 64), (4, 3, 5), 0.75, torch.device("cpu")), SCALE)
     torch.testing.assert_close(probabilities(out), 0.75 * probabilities(first) + 0.25 * probabilities(second))
 
 
-@pytest.mark.parametrize("change", ["size", "restart", "clear"])
+@pytest.mark.parametrize("change", ["size", "clear", "other stream"])
 def test_the_average_restarts_after_a_change(change: str) -> None:
     ema = ProbabilityEMA()
+    cpu = torch.device("cpu")
     first, second = torch.randn(1, 4, 3, 5) / 10, torch.randn(1, 4, 3, 5) / 10
-    ema.begin((48, 64))
-    ema.smooth(first, (48, 64), 0.75, SCALE)
+    _, average = blend(first, *ema.past(["front"], (48, 64), (4, 3, 5), 0.75, cpu), SCALE)
+    ema.keep(["front"], (48, 64), average)
+    stream = "front"
     if change == "size":
-        ema.begin((96, 128))
-        ema.smooth(torch.randn(1, 4, 6, 10), (96, 128), 0.75, SCALE)
-    elif change == "restart":
-        ema.restart()
-    else:
+        _, average = blend(torch.randn(1, 4, 6, 10), *ema.past(["front"], (96, 128), (4, 6, 10), 0.75, cpu), SCALE)
+        ema.keep(["front"], (96, 128), average)
+    elif change == "clear":
         ema.clear()
-    ema.begin((48, 64))
-    out = ema.smooth(second, (48, 64), 0.75, SCALE)
+    else:
+        stream = "left"  # another camera's frame of the same size starts its own average
+    out, _ = blend(second, *ema.past([stream], (48, 64), (4, 3, 5), 0.75, cpu), SCALE)
     torch.testing.assert_close(probabilities(out), probabilities(second))
 
 

@@ -85,6 +85,14 @@ def _fit(text: str, width: int, scale: float, thickness: int) -> str | None:
     return None
 
 
+def draw_palette_legend(
+    image: np.ndarray, labels: Sequence[str], areas: Sequence[int] | np.ndarray, channel_order: str
+) -> np.ndarray:
+    """``draw_legend`` with the overlay's colours (``palette``) in the image's channel order (``rgb``/``bgr``)."""
+    colours = palette(len(labels))
+    return draw_legend(image, labels, areas, colours[:, ::-1] if channel_order == "bgr" else colours)
+
+
 def draw_legend(
     image: np.ndarray, labels: Sequence[str], areas: Sequence[int] | np.ndarray, colours: np.ndarray
 ) -> np.ndarray:

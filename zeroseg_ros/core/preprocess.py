@@ -7,6 +7,8 @@ is no PIL round trip: resizing is a bilinear, antialiased ``interpolate`` of the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -56,23 +58,36 @@ def target_size(height: int, width: int, short_side: int, multiple: int) -> tupl
 
 
 class FrameUploader:
-    """Uploads ``H x W x 3`` uint8 frames to the device unchanged, through a reused pinned buffer on CUDA."""
+    """Uploads uint8 frames to the device unchanged, through a reused pinned buffer on CUDA."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._pinned: torch.Tensor | None = None
 
     def __call__(self, image: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
-        """The frame on the device; copied into ``out`` (a static CUDA-graph input) when given."""
+        """One ``H x W x 3`` frame on the device; copied into ``out`` (a static CUDA-graph input) when given."""
+        uploaded = self.batch([image], None if out is None else out[None])
+        return uploaded[0] if out is None else out
+
+    def batch(self, images: Sequence[np.ndarray], out: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames of one size as one ``B x H x W x 3`` tensor on the device, in one host-to-device copy;
+        copied into ``out`` when given."""
         # Frames wrapped around a ROS message buffer are read-only; torch only wraps writable memory.
-        if not image.flags.writeable or not image.flags.c_contiguous:
-            image = np.array(image, order="C")
-        host = torch.from_numpy(image)
+        arrays = [
+            image if image.flags.writeable and image.flags.c_contiguous else np.array(image, order="C")
+            for image in images
+        ]
         if self.device.type == "cuda":
-            if self._pinned is None or self._pinned.shape != host.shape:
-                self._pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
-            self._pinned.copy_(host)
+            shape = (len(arrays), *arrays[0].shape)
+            if self._pinned is None or tuple(self._pinned.shape) != shape:
+                self._pinned = torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+            for slot, array in zip(self._pinned, arrays, strict=True):
+                slot.copy_(torch.from_numpy(array))
             host = self._pinned
+        elif len(arrays) == 1:
+            host = torch.from_numpy(arrays[0])[None]  # no copy for a single frame
+        else:
+            host = torch.from_numpy(np.stack(arrays))
         if out is not None:
             return out.copy_(host, non_blocking=True)
         return host.to(self.device, non_blocking=True)
@@ -85,7 +100,7 @@ def channel_index(bgr: bool, device: torch.device) -> torch.Tensor:
 
 
 class Normaliser:
-    """Turns an ``H x W x 3`` uint8 frame on the device into CLIP's ``(1, 3, h, w)`` input of a given size."""
+    """Turns ``H x W x 3`` uint8 frames on the device into CLIP's ``(B, 3, h, w)`` input of a given size."""
 
     def __init__(
         self,
@@ -100,12 +115,15 @@ class Normaliser:
         self._dtype = dtype
 
     def __call__(
-        self, frame: torch.Tensor, size: tuple[int, int], channels: torch.Tensor | None = None
+        self, frames: torch.Tensor, size: tuple[int, int], channels: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``channels``: ``channel_index`` of the frame's order (None: the frame is RGB)."""
-        pixels = frame.permute(2, 0, 1).unsqueeze(0).float()
-        if channels is not None:
+        """``frames``: one ``H x W x 3`` frame or a ``B x H x W x 3`` batch; ``channels``: ``channel_index`` of
+        their order, ``(3,)`` for all or ``(B, 3)`` per frame (None: RGB)."""
+        pixels = (frames if frames.ndim == 4 else frames[None]).permute(0, 3, 1, 2).float()
+        if channels is not None and channels.ndim == 1:
             pixels = pixels.index_select(1, channels)
+        elif channels is not None:
+            pixels = pixels.gather(1, channels[:, :, None, None].expand(-1, -1, *pixels.shape[-2:]))
         if tuple(pixels.shape[-2:]) != tuple(size):
             pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
         return ((pixels - self._mean) / self._std).to(self._dtype)

@@ -11,8 +11,10 @@ Stages, each in one place:
   6. per-query areas and mean scores (``labels.label_statistics``; and one query's probability map, the heat
      map, when asked for: ``labels.query_probability``), all results packed into one buffer: one copy to the host
 
-On CUDA, stages 2-6 for a given frame size are recorded once as a CUDA graph and replayed, which removes the
-per-kernel launch cost that dominates a batch-1 ViT.
+Frames of several cameras run as one batch (``Segmenter.segment_batch``: one pass per frame size, stages 2-5
+batched, stage 6 per frame); ``segment`` is the batch of one frame. On CUDA, stages 2-6 for a given batch size
+and frame size are recorded once as a CUDA graph and replayed, which removes the per-kernel launch cost that
+dominates a batch-1 ViT.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -49,7 +51,7 @@ from zeroseg_ros.core.preprocess import (
 )
 from zeroseg_ros.core.progress import Progress, ProgressFactory, no_progress
 from zeroseg_ros.core.queries import Query, check_label_count, parse_queries, scene_words
-from zeroseg_ros.core.temporal import ProbabilityEMA
+from zeroseg_ros.core.temporal import ProbabilityEMA, blend
 from zeroseg_ros.core.text import TextEncoder
 from zeroseg_ros.core.text_cache import resolve_cache_dir
 from zeroseg_ros.core.turns import CoreTurns
@@ -59,6 +61,7 @@ LOGGER = logging.getLogger(__name__)
 PAMR_ITERATIONS = 10
 PAMR_DILATIONS = (8, 16)
 GRAPH_WARMUP_RUNS = 2  # eager runs before a capture: they fill the caches and autotuning
+DEFAULT_STREAM = None  # the stream of frames given without one (``segment``, ``segment_batch`` without streams)
 GRAPHS_KEPT = 8  # recorded CUDA graphs kept (each holds its own memory pool); the least recently used go first
 
 
@@ -134,18 +137,21 @@ def unpack_outputs(host: torch.Tensor, fields: Sequence[_Field]) -> list[np.ndar
 
 @dataclass
 class _Graph:
-    frame: torch.Tensor  # static inputs: each frame, its channel order and the overlay's opacity are copied in
+    frames: torch.Tensor  # static inputs: the frames, their channel orders and the overlay's opacity are copied in
     channels: torch.Tensor
     alpha: torch.Tensor | None
-    packed: torch.Tensor  # static output: every result, packed
+    history: tuple[torch.Tensor, torch.Tensor] | None  # temporal smoothing's past averages and weights
+    packed: torch.Tensor  # static outputs: every result, packed, and the new averages
     fields: tuple[_Field, ...]
+    average: torch.Tensor | None
     graph: torch.cuda.CUDAGraph
 
 
 class Segmenter:
     """Zero-shot segmentation of frames by text queries with training-free dense CLIP.
 
-    ``set_queries`` once (or whenever they change), then ``segment`` each frame; any thread may call either.
+    ``set_queries`` once (or whenever they change), then ``segment`` each frame (or ``segment_batch`` the frames
+    of several cameras); any thread may call any of them.
     Changes (``set_queries``, ``update_config``) run one at a time and encode their text without holding the
     frame lock: frames segmented meanwhile on other threads use the previous queries and settings, and the new
     ones are swapped in at once when ready (a frame sees all old or all new labels). ``text_threads`` limits
@@ -202,8 +208,8 @@ class Segmenter:
         self._normalise = Normaliser(self._clip.mean, self._clip.std, self.device, self._clip.dtype)
         self._channels = {bgr: channel_index(bgr, self.device) for bgr in (False, True)}
         self._state: _TextState | None = None
-        self._graphs: OrderedDict[tuple[int, int, bool], _Graph] = OrderedDict()
-        self._temporal = ProbabilityEMA()  # temporal_smoothing's running average, one buffer per frame size
+        self._graphs: OrderedDict[tuple[int, int, int, bool], _Graph] = OrderedDict()  # (B, H, W, overlay)
+        self._temporal = ProbabilityEMA()  # temporal_smoothing's running averages, one per stream
         self._lock = threading.RLock()  # frames; a change holds it only to swap in what it prepared
         self._change_lock = threading.RLock()  # changes, one at a time; text encoding happens under it only
 
@@ -338,35 +344,77 @@ class Segmenter:
         )
 
     # ------------------------------------------------------------------ inference
-    @torch.inference_mode()
     def segment(
         self, image: np.ndarray, channel_order: str = "rgb", overlay_alpha: float | None = None
     ) -> SegmentationResult:
-        """Segment one ``H x W x 3`` uint8 frame (``rgb`` or ``bgr``; ``H x W`` grey also accepted).
+        """Segment one ``H x W x 3`` uint8 frame (``rgb`` or ``bgr``; ``H x W`` grey also accepted): the batch of
+        one frame of the default stream (``segment_batch``).
 
         With ``overlay_alpha`` the result also holds the frame with each label's colour blended in, drawn on
         the device with the rest of the pipeline (add a legend with ``overlay.draw_legend``).
         """
-        if channel_order not in CHANNEL_ORDERS:
-            raise InvalidImageError(f"channel_order must be one of {CHANNEL_ORDERS}, got {channel_order!r}")
+        return self.segment_batch([image], channel_order, overlay_alpha)[0]
+
+    @torch.inference_mode()
+    def segment_batch(
+        self,
+        images: Sequence[np.ndarray],
+        channel_orders: str | Sequence[str] = "rgb",
+        overlay_alpha: float | None = None,
+        streams: Sequence[Hashable] | None = None,
+    ) -> list[SegmentationResult]:
+        """Segment several frames, e.g. one of each camera, through the image encoder together; results in the
+        frames' order, each equal to what ``segment`` gives for that frame alone.
+
+        Frames of one size run as one batch (one pass; one recorded CUDA graph per batch size and frame size),
+        frames of other sizes in passes of their own; callers bound the batch (the node's ``max_batch``).
+        ``channel_orders``: one for all frames or one per frame. ``streams`` names each frame's source (a camera)
+        for temporal smoothing, which averages each stream's frames on their own; None puts every frame in the
+        one default stream that ``segment`` uses, in order, as successive ``segment`` calls would. With
+        smoothing on, a stream's frames run in their order, one per pass. One frame refused (bad image) refuses
+        the batch before any work.
+        """
+        orders = [channel_orders] * len(images) if isinstance(channel_orders, str) else list(channel_orders)
+        sources = [DEFAULT_STREAM] * len(images) if streams is None else list(streams)
+        if len(orders) != len(images) or len(sources) != len(images):
+            raise ValueError(
+                f"{len(images)} images need as many channel orders and streams, got {len(orders)} and {len(sources)}"
+            )
+        for order in orders:
+            if order not in CHANNEL_ORDERS:
+                raise InvalidImageError(f"channel_order must be one of {CHANNEL_ORDERS}, got {order!r}")
         if overlay_alpha is not None and not 0.0 <= overlay_alpha <= 1.0:
             raise ConfigError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
-        image = check_image(image, self._config.max_pixels)
+        frames = [check_image(image, self._config.max_pixels) for image in images]
+        results: list[SegmentationResult | None] = [None] * len(frames)
         with self._turns.frame(), self._lock:
             state = self._state
             if state is None:
                 raise InvalidQueryError("no queries set: call set_queries('person, car') before segment()")
-            try:
-                return self._segment(image, channel_order == "bgr", state, overlay_alpha)
-            except torch.cuda.OutOfMemoryError as error:
-                self._graphs.clear()
-                self._temporal.clear()
-                torch.cuda.empty_cache()
-                height, width = image.shape[:2]
-                raise InferenceResourceError(
-                    f"{self.device} ran out of memory segmenting a {width} x {height} frame with "
-                    f"{len(state.queries)} queries; lower short_side, use fewer queries or a smaller model"
-                ) from error
+            smoothing = self._config.temporal_smoothing > 0
+            for indices in plan_passes([f.shape[:2] for f in frames], sources, ordered=smoothing):
+                batch = [frames[i] for i in indices]
+                try:
+                    done = self._segment(
+                        batch,
+                        [orders[i] == "bgr" for i in indices],
+                        [sources[i] for i in indices],
+                        state,
+                        overlay_alpha,
+                    )
+                except torch.cuda.OutOfMemoryError as error:
+                    self._graphs.clear()
+                    self._temporal.clear()
+                    torch.cuda.empty_cache()
+                    height, width = batch[0].shape[:2]
+                    raise InferenceResourceError(
+                        f"{self.device} ran out of memory segmenting {len(batch)} {width} x {height} frame(s) with "
+                        f"{len(state.queries)} queries; lower short_side or the batch size, use fewer queries or a "
+                        "smaller model"
+                    ) from error
+                for index, result in zip(indices, done, strict=True):
+                    results[index] = result
+        return [result for result in results if result is not None]
 
     @property
     def uses_onednn(self) -> bool:
@@ -405,78 +453,127 @@ class Segmenter:
         """Whether frames run as recorded CUDA graphs (recorded per frame size and again after any change)."""
         return self._use_graphs
 
-    def warmup(self, sizes: Sequence[tuple[int, int]], overlay_alpha: float | None = None) -> None:
-        """Run (and on CUDA, record) the pipeline for ``(height, width)`` frame sizes before the first frame."""
+    def warmup(
+        self, sizes: Sequence[tuple[int, int]], overlay_alpha: float | None = None, batch_sizes: Sequence[int] = (1,)
+    ) -> None:
+        """Run (and on CUDA, record) the pipeline for ``(height, width)`` frame sizes, in batches of each of
+        ``batch_sizes`` frames, before the first frame."""
         progress = self._progress_of("warming up", "frame size")
-        for done, (height, width) in enumerate(sizes, start=1):
-            self.segment(np.zeros((height, width, 3), dtype=np.uint8), overlay_alpha=overlay_alpha)
-            progress(done, len(sizes))
-        self._temporal.restart()  # blank warm-up frames must not enter the average
+        shapes = [(size, batch) for size in sizes for batch in batch_sizes]
+        for done, ((height, width), batch) in enumerate(shapes, start=1):
+            blank = np.zeros((height, width, 3), dtype=np.uint8)
+            self.segment_batch([blank] * batch, overlay_alpha=overlay_alpha, streams=range(batch))
+            progress(done, len(shapes))
+        self._temporal.clear()  # blank warm-up frames must not enter the averages
 
     def _segment(
-        self, image: np.ndarray, bgr: bool, state: _TextState, overlay_alpha: float | None
-    ) -> SegmentationResult:
+        self,
+        images: Sequence[np.ndarray],
+        bgr: Sequence[bool],
+        streams: Sequence[Hashable],
+        state: _TextState,
+        overlay_alpha: float | None,
+    ) -> list[SegmentationResult]:
+        """One pass: frames of one size through the pipeline together."""
         timer = _StageTimer(self.device, self.profile)
-        channels = self._channels[bgr]
-        # The opacity is graph data, like the channel order: a new value needs no new graph.
+        channels = torch.stack([self._channels[flag] for flag in bgr])
+        # The opacity is graph data, like the channel orders: a new value needs no new graph.
         alpha = None if overlay_alpha is None else torch.full((), overlay_alpha, device=self.device)
-        key = (image.shape[0], image.shape[1], alpha is not None)
-        self._temporal.begin(key[:2])
+        size = images[0].shape[:2]
+        smoothing = self._config.temporal_smoothing
+        history = None
+        if smoothing > 0:
+            history = self._temporal.past(streams, size, self._logits_shape(size, state), smoothing, self.device)
+        key = (len(images), size[0], size[1], alpha is not None)
         if self._use_graphs and key not in self._graphs:
             while len(self._graphs) >= GRAPHS_KEPT:
                 self._graphs.popitem(last=False)
-            self._graphs[key] = self._record(image, channels, state, alpha)
+            self._graphs[key] = self._record(images, channels, state, alpha, history)
         if self._use_graphs:
             self._graphs.move_to_end(key)
             recorded = self._graphs[key]
-            self._upload(image, out=recorded.frame)
+            self._upload.batch(images, out=recorded.frames)
             recorded.channels.copy_(channels)
             if recorded.alpha is not None and alpha is not None:
                 recorded.alpha.copy_(alpha)
+            if recorded.history is not None and history is not None:
+                for static, value in zip(recorded.history, history, strict=True):
+                    static.copy_(value)
             recorded.graph.replay()
-            packed, fields = recorded.packed, recorded.fields
+            packed, fields, average = recorded.packed, recorded.fields, recorded.average
         else:
-            packed, fields = self._infer(self._upload(image), channels, state, timer, alpha)
-        label_map_np, confidence_np, areas_np, sums_np, *extras = unpack_outputs(self._to_host(packed), fields)
-        overlay = extras.pop(0) if overlay_alpha is not None else None
+            packed, fields, average = self._infer(self._upload.batch(images), channels, state, timer, alpha, history)
+        if average is not None:
+            self._temporal.keep(streams, size, average)
+        label_maps, confidences, areas, sums, *extras = unpack_outputs(self._to_host(packed), fields)
+        overlays = extras.pop(0) if overlay_alpha is not None else None
+        heatmaps = extras[0] if extras else None
         timer.lap("postprocess")
-        areas_np = areas_np[1:]
-        scores = np.divide(sums_np[1:], np.maximum(areas_np, 1)).astype(np.float32)
         dtype = np.uint8 if len(state.queries) <= 255 else np.uint16
-        return SegmentationResult(
-            labels=tuple(q.name for q in state.queries),
-            label_map=label_map_np.astype(dtype, copy=False),
-            confidence=confidence_np,
-            scores=scores,
-            areas=areas_np,
-            timings_ms=timer.laps,
-            overlay=overlay,
-            heatmap=extras[0] if extras else None,
-        )
+        labels = tuple(q.name for q in state.queries)
+        return [
+            SegmentationResult(
+                labels=labels,
+                label_map=label_maps[index].astype(dtype, copy=False),
+                confidence=confidences[index],
+                scores=np.divide(sums[index, 1:], np.maximum(areas[index, 1:], 1)).astype(np.float32),
+                areas=areas[index, 1:],
+                timings_ms=dict(timer.laps),
+                overlay=None if overlays is None else overlays[index],
+                heatmap=None if heatmaps is None else heatmaps[index],
+            )
+            for index in range(len(images))
+        ]
+
+    def _logits_shape(self, size: tuple[int, int], state: _TextState) -> tuple[int, int, int]:
+        """``(S, h, w)``: the phrase logits of a frame of ``size`` where temporal smoothing blends them (the patch
+        grid, or the model input with sliding windows)."""
+        height, width = self.model_input_size(*size)
+        if not self._config.slide_crop:
+            patch = self._encoder.patch_size
+            height, width = height // patch[0], width // patch[1]
+        return state.embeddings.shape[0], height, width
 
     def _record(
-        self, image: np.ndarray, channels: torch.Tensor, state: _TextState, alpha: torch.Tensor | None
+        self,
+        images: Sequence[np.ndarray],
+        channels: torch.Tensor,
+        state: _TextState,
+        alpha: torch.Tensor | None,
+        history: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> _Graph:
-        """Record the device part of the pipeline for this frame size as a CUDA graph."""
-        frame = self._upload(image).clone()
+        """Record the device part of the pipeline for this batch and frame size as a CUDA graph."""
+        frames = self._upload.batch(images).clone()
         channels = channels.clone()
         alpha = None if alpha is None else alpha.clone()
+        history = None if history is None else (history[0].clone(), history[1].clone())
         untimed = _StageTimer(self.device, False)
-        report = self._progress_of(f"recording a CUDA graph for {image.shape[1]} x {image.shape[0]} frames", "run")
+        height, width = images[0].shape[:2]
+        shape = f"{len(images)} x {width} x {height}"
+        report = self._progress_of(f"recording a CUDA graph for {shape} frames", "run")
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):  # warm-up fills the caches and autotuning outside the capture
             for run in range(1, GRAPH_WARMUP_RUNS + 1):
-                self._infer(frame, channels, state, untimed, alpha)
+                self._infer(frames, channels, state, untimed, alpha, history)
                 report(run, GRAPH_WARMUP_RUNS + 1)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (a ROS callback, say) must not invalidate this capture.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            packed, fields = self._infer(frame, channels, state, untimed, alpha)
+            packed, fields, average = self._infer(frames, channels, state, untimed, alpha, history)
         report(GRAPH_WARMUP_RUNS + 1, GRAPH_WARMUP_RUNS + 1)
-        LOGGER.info("recorded a CUDA graph for %d x %d frames", image.shape[1], image.shape[0])
-        return _Graph(frame=frame, channels=channels, alpha=alpha, packed=packed, fields=fields, graph=graph)
+        LOGGER.info("recorded a CUDA graph for %s frames", shape)
+        return _Graph(
+            frames=frames,
+            channels=channels,
+            alpha=alpha,
+            history=history,
+            packed=packed,
+            fields=fields,
+            average=average,
+            graph=graph,
+        )
 
     def _to_host(self, packed: torch.Tensor) -> torch.Tensor:
         """The packed results in host memory, in one copy: into a fresh pinned block on CUDA (torch caches them,
@@ -490,19 +587,21 @@ class Segmenter:
 
     def _infer(
         self,
-        frame: torch.Tensor,
+        frames: torch.Tensor,
         channels: torch.Tensor,
         state: _TextState,
         timer: _StageTimer,
         alpha: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, tuple[_Field, ...]]:
-        """The device part, which a CUDA graph records: ``H x W x 3`` uint8 frame to the packed label map,
-        confidence, per-label areas and score sums, and the overlay when ``alpha`` (its opacity, a 0-d tensor on
-        the device) is given."""
+        history: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[_Field, ...], torch.Tensor | None]:
+        """The device part, which a CUDA graph records: ``B x H x W x 3`` uint8 frames (``channels`` ``(B, 3)``
+        their orders) to the packed label maps, confidences, per-label areas and score sums, and the overlays
+        when ``alpha`` (their opacity, a 0-d tensor on the device) is given; with ``history`` (past averages and
+        weights, ``temporal.ProbabilityEMA.past``) the logits are smoothed and the new averages returned too."""
         config = self._config
-        height, width = frame.shape[:2]
+        height, width = frames.shape[1:3]
         size = self.model_input_size(height, width)
-        pixels = self._normalise(frame, size, channels)
+        pixels = self._normalise(frames, size, channels)
         timer.lap("preprocess")
 
         if config.slide_crop > 0:
@@ -510,8 +609,9 @@ class Segmenter:
         else:
             logits = self._patch_logits(pixels, state.embeddings)
         timer.lap("encode_image")
-        if config.temporal_smoothing > 0:
-            logits = self._temporal.smooth(logits, (height, width), config.temporal_smoothing, config.logit_scale)
+        average = None
+        if history is not None:
+            logits, average = blend(logits, *history, config.logit_scale)
         if config.pamr or config.slide_crop > 0:
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         if config.pamr:
@@ -522,35 +622,54 @@ class Segmenter:
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
                 guide = F.interpolate(pixels.float(), size=(height, width), mode="bilinear", align_corners=False)
             logits = pamr(guide, logits, PAMR_ITERATIONS, PAMR_DILATIONS)
-        confidence, column = pixel_labels(
-            logits[0], (height, width), config.logit_scale, state.class_of_row, state.num_columns, config.exact_labels
-        )
+        outputs = [self._frame_outputs(logits[b], frames[b], channels[b], state, alpha) for b in range(len(frames))]
         timer.lap("similarity")
+        packed, fields = pack_outputs([torch.stack(kind) for kind in zip(*outputs, strict=True)])
+        return packed, fields, average
 
+    def _frame_outputs(
+        self,
+        logits: torch.Tensor,
+        frame: torch.Tensor,
+        channels: torch.Tensor,
+        state: _TextState,
+        alpha: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
+        """One frame's outputs from its logits ``(S, h, w)``: label map, confidence, areas and score sums, then
+        the overlay when ``alpha`` is given and the heat map when its query is a label."""
+        config = self._config
+        height, width = frame.shape[:2]
+        confidence, column = pixel_labels(
+            logits, (height, width), config.logit_scale, state.class_of_row, state.num_columns, config.exact_labels
+        )
         label_map = (column + state.label_offset).masked_fill_(confidence < config.probability_threshold, 0)
         label_map = label_map.to(torch.uint8 if len(state.queries) <= 255 else torch.int32)
         areas, score_sums = label_statistics(label_map, confidence, len(state.queries) + 1)
         heatmap = tuple(
-            query_probability(logits[0], (height, width), config.logit_scale, rows)
+            query_probability(logits, (height, width), config.logit_scale, rows)
             for rows in _heatmap_rows(state, config.heatmap_query)
         )
         if alpha is None:
-            return pack_outputs((label_map, confidence, areas, score_sums, *heatmap))
+            return (label_map, confidence, areas, score_sums, *heatmap)
         colours = state.colours.index_select(1, channels)  # the palette in the frame's channel order
         flat = label_map.flatten().long()
         painted = frame.float() * (1.0 - alpha) + colours[flat].view(height, width, 3) * alpha
         overlay = torch.where((label_map > 0).unsqueeze(-1), painted.round(), frame.float()).to(torch.uint8)
-        timer.lap("overlay")
-        return pack_outputs((label_map, confidence, areas, score_sums, overlay, *heatmap))
+        return (label_map, confidence, areas, score_sums, overlay, *heatmap)
 
     def _patch_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every patch to every phrase: ``(B, S, h, w)``."""
-        features = self._encoder(pixels) if self._engine is None else self._engine(pixels)
+        if self._engine is None:
+            features = self._encoder(pixels)
+        else:  # engines are built for one image at a time
+            features = torch.cat([self._engine(image) for image in pixels.split(1)])
         return torch.einsum("bdhw,sd->bshw", features, embeddings.float())
 
     def _slide_logits(self, pixels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """Sliding-window logits at the input's size: crops in one batch, overlaps averaged (as mmseg does)."""
+        """Sliding-window logits at the input's size: every frame's crops in one batch, overlaps averaged (as
+        mmseg does)."""
         crop, stride = self._config.slide_crop, self._config.slide_stride
+        batch = pixels.shape[0]
         height, width = pixels.shape[-2:]
         crop_h, crop_w = min(crop, height), min(crop, width)
         boxes = []
@@ -558,16 +677,35 @@ class Segmenter:
             for col in range(max(width - crop + stride - 1, 0) // stride + 1):
                 bottom, right = min(row * stride + crop, height), min(col * stride + crop, width)
                 boxes.append((bottom - crop_h, right - crop_w))
+        # Box-major: the crops of box k are rows k * B .. k * B + B - 1.
         crops = torch.cat([pixels[..., top : top + crop_h, left : left + crop_w] for top, left in boxes])
         crop_logits = F.interpolate(
             self._patch_logits(crops, embeddings), size=(crop_h, crop_w), mode="bilinear", align_corners=False
         )
-        total = pixels.new_zeros((1, embeddings.shape[0], height, width), dtype=torch.float32)
+        total = pixels.new_zeros((batch, embeddings.shape[0], height, width), dtype=torch.float32)
         count = pixels.new_zeros((1, 1, height, width), dtype=torch.float32)
-        for (top, left), logits in zip(boxes, crop_logits, strict=True):
+        for (top, left), logits in zip(boxes, crop_logits.split(batch), strict=True):
             total[..., top : top + crop_h, left : left + crop_w] += logits
             count[..., top : top + crop_h, left : left + crop_w] += 1
         return total / count
+
+
+def plan_passes(sizes: Sequence[tuple[int, int]], streams: Sequence[Hashable], ordered: bool) -> list[list[int]]:
+    """The frames (indices) of each pass: frames of one size together, in the order given. ``ordered`` (temporal
+    smoothing: a frame needs its stream's previous one done): a frame whose stream already waits in a pass
+    closes every open pass first, so each stream's frames run in order, one per pass."""
+    passes: list[list[int]] = []
+    open_passes: dict[tuple[int, int], list[int]] = {}
+    waiting: set[Hashable] = set()
+    for index, (size, stream) in enumerate(zip(sizes, streams, strict=True)):
+        if ordered and stream in waiting:
+            passes.extend(open_passes.values())
+            open_passes.clear()
+            waiting.clear()
+        open_passes.setdefault(tuple(size), []).append(index)
+        waiting.add(stream)
+    passes.extend(open_passes.values())
+    return passes
 
 
 def _heatmap_rows(state: _TextState, name: str) -> tuple[slice, ...]:

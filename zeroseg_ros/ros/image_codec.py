@@ -20,6 +20,8 @@ import numpy as np
 
 from zeroseg_ros.core.errors import InvalidImageError
 
+JPEG_QUALITY = 90  # compressed overlays, for remote viewing
+
 try:  # cv_bridge exists on real ROS 2 installs, not as a PyPI wheel.
     from cv_bridge import CvBridge
 
@@ -240,23 +242,58 @@ def compressed_size(data: bytes) -> tuple[int, int]:
     raise ValueError("JPEG without a frame header")
 
 
-def array_to_image(pixels: np.ndarray, encoding: str, msg_type: type, header: Any = None) -> Any:
-    """A ``msg_type`` (sensor_msgs/Image) holding ``pixels`` in ``encoding``, with ``header`` copied in."""
+def image_fields(pixels: np.ndarray, encoding: str) -> dict[str, Any]:
+    """The sensor_msgs/Image fields (all but the header) that hold ``pixels`` in ``encoding``, rows unpadded in
+    native byte order (as cv_bridge writes them); for any message library's Image type."""
     info = _encoding_info(encoding, OUTPUT_ENCODINGS)
     expected_ndim = 2 if info.channels == 1 else 3
     if pixels.ndim != expected_ndim or (expected_ndim == 3 and pixels.shape[2] != info.channels):
         raise InvalidImageError(f"array of shape {pixels.shape} cannot be encoded as {encoding}")
     if pixels.dtype != info.dtype:
         raise InvalidImageError(f"array of dtype {pixels.dtype} cannot be encoded as {encoding} ({info.dtype})")
+    return {
+        "height": int(pixels.shape[0]),
+        "width": int(pixels.shape[1]),
+        "encoding": encoding,
+        "is_bigendian": 1 if sys.byteorder == "big" else 0,
+        "step": int(pixels.shape[1] * info.channels * info.dtype.itemsize),
+        "data": np.ascontiguousarray(pixels).tobytes(),
+    }
+
+
+def mask_encoding(label_map: np.ndarray) -> str:
+    """The encoding of a label mask: mono8, or mono16 past 255 labels."""
+    return "mono8" if label_map.dtype == np.uint8 else "mono16"
+
+
+def mask_png(label_map: np.ndarray) -> tuple[bytes, str]:
+    """A label mask as a lossless PNG: sensor_msgs/CompressedImage ``data`` and its image_transport ``format``."""
+    encoding = mask_encoding(label_map)
+    return cv2.imencode(".png", label_map)[1].tobytes(), f"{encoding}; png compressed {encoding}"
+
+
+def overlay_jpeg(overlay: np.ndarray, channel_order: str) -> tuple[bytes, str]:
+    """An ``rgb`` or ``bgr`` overlay as a JPEG of quality ``JPEG_QUALITY``: sensor_msgs/CompressedImage ``data``
+    and its image_transport ``format`` (the raw image's encoding, then the compressed one)."""
+    bgr = overlay if channel_order == "bgr" else np.ascontiguousarray(overlay[:, :, ::-1])
+    jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+    return jpeg, f"{colour_encoding(channel_order)}; jpeg compressed bgr8"
+
+
+def colour_encoding(channel_order: str) -> str:
+    """The sensor_msgs encoding of an image in ``channel_order``: bgr8 for ``bgr``, rgb8 otherwise."""
+    return "bgr8" if channel_order == "bgr" else "rgb8"
+
+
+def array_to_image(pixels: np.ndarray, encoding: str, msg_type: type, header: Any = None) -> Any:
+    """A ``msg_type`` (sensor_msgs/Image) holding ``pixels`` in ``encoding``, with ``header`` copied in."""
+    fields = image_fields(pixels, encoding)
     if _BRIDGE is not None:
         msg = _BRIDGE.cv2_to_imgmsg(np.ascontiguousarray(pixels), encoding=encoding)
     else:
         msg = msg_type()
-        msg.height, msg.width = int(pixels.shape[0]), int(pixels.shape[1])
-        msg.encoding = encoding
-        msg.is_bigendian = 1 if sys.byteorder == "big" else 0
-        msg.step = int(pixels.shape[1] * info.channels * info.dtype.itemsize)
-        msg.data = np.ascontiguousarray(pixels).tobytes()
+        for name, value in fields.items():
+            setattr(msg, name, value)
     if header is not None:
         msg.header = header
     return msg

@@ -1,6 +1,6 @@
 """``zeroseg``: the command line of zeroseg_ros, and the one place that wires its subcommands.
 
-``segment``, ``run``, ``eval``, ``bench`` and ``export-onnx`` are modules of ``zeroseg_ros.tools`` with a
+``segment``, ``label``, ``run``, ``eval``, ``bench`` and ``export-onnx`` are modules of ``zeroseg_ros.tools`` with a
 ``register(subparsers)`` of their own; ``node`` and ``demo-camera`` hand their arguments to the ROS entry points
 of ``zeroseg_ros.ros``. A subcommand whose optional dependency (rclpy, onnx, ...) is missing is still listed,
 and says what is missing when it is called.
@@ -19,6 +19,7 @@ from zeroseg_ros.tools.console import configure_logging
 # subcommand -> module whose register(subparsers) adds it
 SUBCOMMAND_MODULES = {
     "segment": "zeroseg_ros.tools.segment",
+    "label": "zeroseg_ros.tools.label.cli",
     "run": "zeroseg_ros.tools.run_demo",
     "eval": "zeroseg_ros.tools.evaluation.cli",
     "bench": "zeroseg_ros.tools.bench.cli",

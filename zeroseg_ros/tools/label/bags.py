@@ -1,0 +1,236 @@
+"""rosbag2 bags (MCAP and sqlite3) through ``rosbags``, without a ROS install: opening an input bag, finding its
+cameras, splitting it into time ranges, reading a range, and writing the output bag.
+
+A camera is an image topic (``sensor_msgs/Image`` or ``CompressedImage``) and its namespace, the topic's parent
+(``/front/image_raw`` -> ``/front``; ``/rear/image_raw/compressed`` -> ``/rear``), under which the outputs go
+(``/front/zeroseg/mask``). Messages are read and written as CDR bytes, so copied topics keep their exact
+contents and definitions.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from zeroseg_ros.core.errors import ZerosegError
+
+IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+OUTPUT_NAMESPACE = "zeroseg"
+MSG_PACKAGE = "zeroseg_ros"
+
+
+class BagError(ZerosegError):
+    """A bag that cannot be opened or read (missing, truncated, not a rosbag2 bag)."""
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """What an output bag needs to add a topic: its type and, for copied topics, the input's definition."""
+
+    topic: str
+    msgtype: str
+    msgdef: str | None = None
+    rihs01: str | None = None
+
+
+@dataclass(frozen=True)
+class Camera:
+    image_topic: str
+    namespace: str
+
+    def output(self, name: str) -> str:
+        """The topic of output ``name`` for this camera: ``NS/zeroseg/name``."""
+        return f"{self.namespace.rstrip('/')}/{OUTPUT_NAMESPACE}/{name}"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message to write: CDR bytes on ``topic`` at ``timestamp`` (ns, the bag's receive time)."""
+
+    topic: str
+    timestamp: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Messages with ``start <= timestamp < stop``; None leaves that side open (the bag's first and last range)."""
+
+    index: int
+    start: int | None
+    stop: int | None
+    frames: int
+
+
+def camera_namespace(topic: str, msgtype: str) -> str:
+    path = PurePosixPath(topic)
+    if msgtype == COMPRESSED_IMAGE and path.name == "compressed":
+        path = path.parent
+    return str(path.parent)
+
+
+def _msg_folders() -> list[Path]:
+    """Where zeroseg_ros's .msg files are: the source tree's msg/, or an installed package's share/."""
+    folders = [Path(__file__).resolve().parents[3] / "msg", Path(sys.prefix) / "share" / MSG_PACKAGE / "msg"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            folders.append(Path(prefix) / "share" / MSG_PACKAGE / "msg")
+    return [folder for folder in folders if (folder / "Segmentation.msg").is_file()]
+
+
+@cache
+def output_typestore() -> Any:
+    """ROS 2 Jazzy's message types with zeroseg_ros/msg/* registered from their .msg definitions."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    folders = _msg_folders()
+    if not folders:
+        raise ZerosegError("zeroseg_ros's msg/ folder (Segmentation.msg) was not found beside the package")
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types: dict[str, Any] = {}
+    for path in sorted(folders[0].glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"{MSG_PACKAGE}/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+class InputBag:
+    """An open rosbag2 bag (a bag folder, or one .mcap / .db3 file): its topics, cameras and messages."""
+
+    def __init__(self, path: Path) -> None:
+        from rosbags.highlevel import AnyReader
+
+        self.path = path
+        if not path.exists():
+            raise BagError(f"{path}: no such bag")
+        try:
+            self._reader = AnyReader([path])
+            self._reader.open()
+        except Exception as error:  # rosbags raises its own errors, sqlite3's and OSError for broken files
+            raise BagError(f"{path}: cannot be opened as a rosbag2 bag ({_reason(error)})") from error
+        self.connections = list(self._reader.connections)
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> InputBag:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def start_time(self) -> int:
+        """The timestamp (ns) of the bag's first message."""
+        return int(self._reader.start_time)
+
+    @property
+    def typestore(self) -> Any:
+        return self._reader.typestore
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """Every topic of the bag, with its type's definition as stored (one per topic)."""
+        specs: dict[str, TopicSpec] = {}
+        for connection in self.connections:
+            msgdef = connection.msgdef.data if connection.msgdef is not None else None
+            specs.setdefault(
+                connection.topic, TopicSpec(connection.topic, connection.msgtype, msgdef or None, connection.digest)
+            )
+        return list(specs.values())
+
+    def cameras(self, image_topics: Sequence[str] = ()) -> list[Camera]:
+        """The cameras: every image topic, or those named (each must be an image topic of this bag)."""
+        types = {c.topic: c.msgtype for c in self.connections}
+        if image_topics:
+            wrong = [t for t in image_topics if types.get(t) not in IMAGE_TYPES]
+            if wrong:
+                found = ", ".join(sorted(t for t, m in types.items() if m in IMAGE_TYPES)) or "none"
+                raise BagError(f"{self.path}: not image topics of this bag: {', '.join(wrong)} (those: {found})")
+            topics = list(image_topics)
+        else:
+            topics = sorted(t for t, m in types.items() if m in IMAGE_TYPES)
+        return [Camera(topic, camera_namespace(topic, types[topic])) for topic in topics]
+
+    def time_ranges(self, cameras: Sequence[Camera], frames_per_range: int) -> list[TimeRange]:
+        """The bag cut into consecutive ranges of about ``frames_per_range`` camera frames each; together they
+        cover every message (the first and last are open), and equal timestamps never straddle a cut."""
+        topics = {camera.image_topic for camera in cameras}
+        connections = [c for c in self.connections if c.topic in topics]
+        stamps = sorted(timestamp for _, timestamp, _ in self._messages(connections))
+        cuts: list[int] = []
+        count = 0
+        for index, stamp in enumerate(stamps):
+            if count >= frames_per_range and stamp != stamps[index - 1]:
+                cuts.append(stamp)
+                count = 0
+            count += 1
+        bounds = [None, *cuts, None]
+        firsts = [0, *(bisect_left(stamps, cut) for cut in cuts), len(stamps)]  # each range's first frame
+        return [
+            TimeRange(index, bounds[index], bounds[index + 1], firsts[index + 1] - firsts[index])
+            for index in range(len(bounds) - 1)
+        ]
+
+    def messages(self, time_range: TimeRange, topics: Sequence[str] | None = None) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, timestamp, CDR bytes) of the range, in time order; all topics, or ``topics``."""
+        wanted = self.connections if topics is None else [c for c in self.connections if c.topic in set(topics)]
+        for connection, timestamp, data in self._messages(wanted, time_range.start, time_range.stop):
+            yield connection.topic, timestamp, data
+
+    def _messages(self, connections: Sequence[Any], start: int | None = None, stop: int | None = None) -> Iterator:
+        if not connections:
+            return
+        try:
+            yield from self._reader.messages(connections=connections, start=start, stop=stop)
+        except Exception as error:  # a truncated file shows only once its broken part is read
+            raise BagError(f"{self.path}: cannot be read ({_reason(error)})") from error
+
+    def deserialize(self, data: bytes, msgtype: str) -> Any:
+        return self._reader.deserialize(data, msgtype)
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+class OutputBag:
+    """An MCAP rosbag2 bag written at ``path``: topics are added on their first message."""
+
+    def __init__(self, path: Path, specs: Sequence[TopicSpec], input_typestore: Any) -> None:
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self._specs = {spec.topic: spec for spec in specs}
+        self._input_typestore = input_typestore
+        self._writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+        self._writer.open()
+        self._connections: dict[str, Any] = {}
+        self.messages = 0
+
+    def write(self, record: Record) -> None:
+        connection = self._connections.get(record.topic)
+        if connection is None:
+            spec = self._specs[record.topic]
+            if spec.msgdef and spec.rihs01:
+                connection = self._writer.add_connection(
+                    spec.topic, spec.msgtype, msgdef=spec.msgdef, rihs01=spec.rihs01
+                )
+            else:
+                ours = output_typestore()
+                store = ours if spec.msgtype in ours.fielddefs else self._input_typestore
+                connection = self._writer.add_connection(spec.topic, spec.msgtype, typestore=store)
+            self._connections[record.topic] = connection
+        self._writer.write(connection, record.timestamp, record.data)
+        self.messages += 1
+
+    def close(self) -> None:
+        self._writer.close()
