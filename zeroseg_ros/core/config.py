@@ -15,7 +15,7 @@ from typing import Any
 from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.vocab import expand_background_words
 
-METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
+METHODS = ("naclip", "scclip", "sclip", "clearclip", "maskclip", "vanilla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 TRISTATE = ("auto", "true", "false")
 TEMPLATE_SETS = ("imagenet80", "short", "none")
