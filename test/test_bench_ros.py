@@ -29,4 +29,4 @@ def test_ros_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert report["frames_lost"] == 0 and report["frames_dropped"] == 0
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] < 5000
     assert report["output_rate_hz"] == pytest.approx(5.0, rel=0.3)
-    assert report["method"] == "naclip" and report["device"] == "cpu"
+    assert report["method"] == "scclip" and report["device"] == "cpu"

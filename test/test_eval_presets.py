@@ -239,8 +239,8 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["eval", "--root", "r", "--out", "o", *argv])
 
 
-def test_cli_preset_defaults_to_the_method_then_naclip() -> None:
-    assert protocol_from_args(_parse("--dataset", "voc21")).preset == "naclip"
+def test_cli_preset_defaults_to_the_method_then_the_default_method() -> None:
+    assert protocol_from_args(_parse("--dataset", "voc21")).preset == "scclip"
     assert protocol_from_args(_parse("--dataset", "voc21", "--method", "clearclip")).preset == "clearclip"
     vanilla = protocol_from_args(_parse("--dataset", "voc21", "--method", "vanilla"))
     assert (vanilla.preset, vanilla.segmenter.method) == ("sclip", "vanilla")
@@ -258,8 +258,8 @@ def test_cli_overrides_reach_the_protocol() -> None:
 
 
 def test_cli_pamr_resolution_reaches_the_protocol() -> None:
-    assert protocol_from_args(_parse("--dataset", "voc21")).segmenter.pamr_resolution == "frame"
-    args = _parse("--dataset", "voc21", "--pamr-resolution", "input")
+    assert protocol_from_args(_parse("--dataset", "voc21", "--preset", "naclip")).segmenter.pamr_resolution == "frame"
+    args = _parse("--dataset", "voc21", "--preset", "naclip", "--pamr-resolution", "input")
     assert protocol_from_args(args).segmenter.pamr_resolution == "input"
     args = _parse("--dataset", "voc21", "--preset", "sclip", "--pamr", "--pamr-resolution", "frame")
     sclip = protocol_from_args(args)

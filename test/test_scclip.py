@@ -249,3 +249,14 @@ def test_depths_without_published_settings_and_the_class_token_are_refused(vit_b
         DenseCLIPEncoder(shallow, method="scclip")
     with pytest.raises(ConfigError, match="no class token"):
         DenseCLIPEncoder(vit_b16.visual, method="scclip").tokens(_pixels(1, 32, 32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_stays_close_to_fp32(vit_b16, dtype):
+    """The outlier factor and the similarities run in float32 in every precision; the rest in the model's."""
+    pixels = _pixels(2, 160, 224, seed=6)
+    with torch.inference_mode():
+        full = DenseCLIPEncoder(vit_b16.visual, method="scclip")(pixels)
+        half = DenseCLIPEncoder(copy.deepcopy(vit_b16.visual).to(dtype), method="scclip")(pixels.to(dtype))
+    cosines = (full * half).sum(dim=1)
+    assert cosines.mean() > 0.9995 and cosines.min() > 0.99
