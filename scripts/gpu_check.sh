@@ -103,10 +103,10 @@ status=0
 
 # 2. The benchmark at the setting (ViT-B/16, short side 448, single pass) and at 224; random weights
 #    (the speed does not depend on them). fp32/fp16/bf16 with CUDA graphs, next to the naive baseline.
-"$PYTHON" -m zeroseg_ros.tools.bench --random-weights --device cuda --precisions fp32,fp16,bf16 --methods naclip,maskclip \
+"$PYTHON" -m zeroseg_ros.tools.bench --random-weights --device cuda --precisions fp32,fp16,bf16 --methods naclip,scclip,maskclip \
     --sizes 640x480,1280x720 --short-side 448 --iterations 200 --warmup 20 --naive-iterations 5 \
     --json "$OUT/bench_gpu_448.json" --plot "$OUT/latency_gpu_448.png" 2>&1 | tee -a "$LOG" || status=1
-"$PYTHON" -m zeroseg_ros.tools.bench --random-weights --device cuda --precisions fp16 --methods naclip \
+"$PYTHON" -m zeroseg_ros.tools.bench --random-weights --device cuda --precisions fp16 --methods naclip,scclip \
     --sizes 320x240,640x480,1280x720,1920x1080 --short-side 224 --iterations 200 --warmup 20 --no-naive \
     --json "$OUT/bench_gpu_224.json" 2>&1 | tee -a "$LOG" || status=1
 

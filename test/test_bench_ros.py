@@ -31,4 +31,4 @@ def test_ros_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert report["frames_lost"] == report["frames_dropped"]
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] < 5000
     assert 0 < report["output_rate_hz"] <= 5.0 * 1.3
-    assert report["method"] == "naclip" and report["device"] == "cpu"
+    assert report["method"] == "scclip" and report["device"] == "cpu"

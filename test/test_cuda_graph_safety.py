@@ -109,6 +109,13 @@ def test_refinement_and_sliding_windows_record_without_host_synchronisation(
     assert not NOT_RECORDABLE & set(ops)
 
 
+def test_scclip_on_batched_sliding_windows_records_without_host_synchronisation(segmenter: Segmenter) -> None:
+    """The windows go through the encoder as one batch; each finds its outliers as a top-k of fixed size."""
+    ops = traced_frame(segmenter, method="scclip", background_words=(), slide_crop=32, slide_stride=16)
+    assert "aten::avg_pool2d" in ops  # outliers were found and filled
+    assert not NOT_RECORDABLE & set(ops)
+
+
 def test_pamr_at_the_frame_resolution_records_without_host_synchronisation(segmenter: Segmenter) -> None:
     ops = traced_frame(
         segmenter,

@@ -75,6 +75,42 @@ def test_naclip_settings_are_those_of_its_v2_commit(dataset: str, expected: tupl
     assert protocol.vocabulary == dataset  # NACLIP's class files are SCLIP's
 
 
+# SuleBai/SC-CLIP@0417ba9: configs/cfg_<dataset>.py over scclip_segmentor.py's defaults (224 / 112, logit scale 40)
+SCCLIP = {
+    # dataset: (short side, logit scale, probability threshold, area threshold)
+    "voc21": (336, 50.0, 0.15, 0.1),
+    "context60": (336, 40.0, 0.15, None),
+    "coco-object": (336, 55.0, 0.35, None),
+    "voc20": (336, 40.0, 0.0, None),
+    "context59": (336, 40.0, 0.0, None),
+    "coco-stuff": (336, 40.0, 0.0, None),
+    "cityscapes": (560, 40.0, 0.0, None),
+    "ade20k": (336, 40.0, 0.0, None),
+}
+
+
+@pytest.mark.parametrize(("dataset", "expected"), SCCLIP.items())
+def test_scclip_settings_are_those_of_its_configs(dataset: str, expected: tuple) -> None:
+    protocol = resolve_protocol("scclip", dataset)
+    short_side, logit_scale, threshold, area = expected
+    assert _window(protocol) == (short_side, 224, 112)
+    assert (protocol.segmenter.logit_scale, protocol.segmenter.probability_threshold) == (logit_scale, threshold)
+    assert protocol.area_threshold == area
+    assert not protocol.segmenter.pamr
+    assert protocol.precision == "fp16"
+    assert protocol.vocabulary == dataset  # SC-CLIP's class files are SCLIP's
+
+
+def test_scclip_is_shown_with_the_numbers_of_its_repository_figure() -> None:
+    # SuleBai/SC-CLIP@0417ba9 figs/scclip.jpg, the README's radar chart
+    commit = REFERENCES["scclip"].commit
+    shown = {dataset: [row["miou"] for row in published_for(dataset, commit)[0]] for dataset in DATASETS}
+    assert shown == {
+        "voc21": [64.6], "context60": [36.8], "coco-object": [37.7], "voc20": [84.3],
+        "context59": [40.1], "coco-stuff": [26.6], "cityscapes": [41.0], "ade20k": [20.1],
+    }  # fmt: skip
+
+
 def test_clearclip_settings_from_its_configs() -> None:
     voc21 = resolve_protocol("clearclip", "voc21")
     assert _window(voc21) == (448, 448, 224)
@@ -203,8 +239,8 @@ def _parse(*argv: str) -> argparse.Namespace:
     return parser.parse_args(["eval", "--root", "r", "--out", "o", *argv])
 
 
-def test_cli_preset_defaults_to_the_method_then_naclip() -> None:
-    assert protocol_from_args(_parse("--dataset", "voc21")).preset == "naclip"
+def test_cli_preset_defaults_to_the_method_then_the_default_method() -> None:
+    assert protocol_from_args(_parse("--dataset", "voc21")).preset == "scclip"
     assert protocol_from_args(_parse("--dataset", "voc21", "--method", "clearclip")).preset == "clearclip"
     vanilla = protocol_from_args(_parse("--dataset", "voc21", "--method", "vanilla"))
     assert (vanilla.preset, vanilla.segmenter.method) == ("sclip", "vanilla")
@@ -222,8 +258,8 @@ def test_cli_overrides_reach_the_protocol() -> None:
 
 
 def test_cli_pamr_resolution_reaches_the_protocol() -> None:
-    assert protocol_from_args(_parse("--dataset", "voc21")).segmenter.pamr_resolution == "frame"
-    args = _parse("--dataset", "voc21", "--pamr-resolution", "input")
+    assert protocol_from_args(_parse("--dataset", "voc21", "--preset", "naclip")).segmenter.pamr_resolution == "frame"
+    args = _parse("--dataset", "voc21", "--preset", "naclip", "--pamr-resolution", "input")
     assert protocol_from_args(args).segmenter.pamr_resolution == "input"
     args = _parse("--dataset", "voc21", "--preset", "sclip", "--pamr", "--pamr-resolution", "frame")
     sclip = protocol_from_args(args)

@@ -46,6 +46,15 @@ def test_metadata_in_graph_and_sidecar(exported: tuple[object, Path]) -> None:
     assert [d.dim_value for d in output.type.tensor_type.shape.dim] == [1, 512, 10, 14]
 
 
+def test_scclip_exports_with_its_outliers_as_a_top_k(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    encoder, weights = load_encoder(ModelConfig(name="ViT-S-32", random_init=True, device="cpu"), "scclip")
+    path = tmp_path / "scclip.onnx"
+    export_encoder(encoder, path, 224, 320, "ViT-S-32", weights)  # 70 patches: 30 neighbours, 4 outliers
+    assert "TopK" in {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert compare_with_torch(encoder, path) < 1e-4
+
+
 def test_size_must_be_a_multiple_of_the_patch() -> None:
     encoder, weights = load_encoder(ModelConfig(name="ViT-S-32", random_init=True, device="cpu"), "maskclip")
     with pytest.raises(ConfigError, match="multiples of the patch"):

@@ -43,7 +43,7 @@ def eager_fp32(frame: np.ndarray):
     return segmenter(cuda_graphs=False).segment(frame)
 
 
-@pytest.mark.parametrize("method", ["naclip", "sclip", "maskclip"])
+@pytest.mark.parametrize("method", ["naclip", "scclip", "sclip", "maskclip"])
 def test_cuda_graph_replay_equals_eager(frame: np.ndarray, method: str) -> None:
     graphed, eager = segmenter(), segmenter(cuda_graphs=False)
     for s in (graphed, eager):
@@ -144,6 +144,16 @@ def test_half_precision_is_close_to_fp32(frame: np.ndarray, eager_fp32, precisio
     result = segmenter(precision).segment(frame)
     assert np.abs(result.confidence - eager_fp32.confidence).mean() < 0.02
     assert (result.label_map == eager_fp32.label_map).mean() > 0.9
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_scclip_in_half_precision_is_close_to_fp32(frame: np.ndarray, precision: str) -> None:
+    full, half = segmenter(), segmenter(precision)
+    for each in (full, half):
+        each.update_config(method="scclip")
+    expected, result = full.segment(frame), half.segment(frame)
+    assert np.abs(result.confidence - expected.confidence).mean() < 0.02
+    assert (result.label_map == expected.label_map).mean() > 0.9
 
 
 def test_cpu_and_cuda_agree(frame: np.ndarray, eager_fp32) -> None:

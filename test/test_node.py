@@ -78,7 +78,7 @@ def test_frames_are_segmented_with_the_input_header(tmp_path: Path) -> None:
         assert test_probe.received["labels"][-1].data == "cat, dog, tree"
         test_probe.spin_until(lambda: test_probe.diagnostics().get("frames_published") == "2", 10.0, "diagnostics")
         diagnostics = test_probe.diagnostics()
-        assert (diagnostics["model"], diagnostics["method"], diagnostics["device"]) == ("ViT-S-16", "naclip", "cpu")
+        assert (diagnostics["model"], diagnostics["method"], diagnostics["device"]) == ("ViT-S-16", "scclip", "cpu")
         assert diagnostics["backend"].startswith("PyTorch fp32")
         assert diagnostics["activation"] == "GELU" and "precision fp32 (set explicitly)" in diagnostics["choices"]
         assert float(diagnostics["latency_p95_ms"]) >= float(diagnostics["latency_p50_ms"]) > 0

@@ -27,7 +27,7 @@ def start_fails(tmp_path: Path, parameters: dict, ros_args: list[str]) -> str:
     [
         (["-p", "short_side:=5000"], "cannot start: short_side must be at most 4096, got 5000"),
         (["-p", "short_side:=300.5"], "cannot start: short_side must be an integer, got 300.5 (number)"),
-        (["-p", "method:=segformer"], "cannot start: method must be one of naclip, sclip"),
+        (["-p", "method:=segformer"], "cannot start: method must be one of scclip, naclip"),
         (["-p", "reliable:=yes please"], "cannot start: reliable must be a boolean (true/false), got 'yes please'"),
     ],
 )

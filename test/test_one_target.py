@@ -55,7 +55,7 @@ class HandMadePatches:
     """Image encoder stand-in: a 1 x 3 patch grid holding ``PATCHES`` whatever the pixels."""
 
     input_size = (16, 48)
-    method = "naclip"
+    method = SegmenterConfig().method  # the default settings' method, which the segmenter checks
     cuda_graph_safe = False
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:

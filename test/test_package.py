@@ -178,7 +178,7 @@ ROSDEP_KEYS = {"cv2": "python3-opencv", "numpy": "python3-numpy", "yaml": "pytho
 # Installed with pip (requirements/core.txt; no rosdep keys) or optional (imported where present).
 PIP_OR_OPTIONAL = {
     "PIL", "matplotlib", "onnx", "onnxruntime", "open_clip", "psutil", "tensorrt", "torch", "torchvision", "tqdm",
-    "huggingface_hub", "imgviz",
+    "huggingface_hub", "imgviz", "ray", "rosbags",  # the last two: requirements/label.txt (zeroseg label)
 }  # fmt: skip
 OPTIONAL_ROS = {"vision_msgs"}  # used when installed (label_info); not a dependency
 

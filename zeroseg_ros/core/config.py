@@ -15,7 +15,7 @@ from typing import Any
 from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.queries import check_background_words
 
-METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
+METHODS = ("scclip", "naclip", "sclip", "clearclip", "maskclip", "vanilla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 TRISTATE = ("auto", "true", "false")
 TEMPLATE_SETS = ("imagenet80", "short", "none")
@@ -64,7 +64,8 @@ class ModelConfig:
 class SegmenterConfig:
     """How patch features become a segmentation.
 
-    method: the last-block variant (see ``zeroseg_ros.core.dense``); ``vanilla`` leaves CLIP untouched.
+    method: the training-free method (see ``zeroseg_ros.core.dense``); ``vanilla`` leaves CLIP untouched. The
+        default ``scclip`` has the best published numbers without post-processing (docs/pipeline.md).
     templates: prompt template set averaged per query (``imagenet80``, ``short`` or ``none``).
     background_words: extra classes whose pixels are reported as background (label 0); ``"@name"`` stands for
         every phrase of a vocabulary. The default ``@background`` (generic scene words: sky, wall, floor, ...)
@@ -92,7 +93,7 @@ class SegmenterConfig:
     heatmap_query: a query's name whose probability per pixel the result also holds (empty: none).
     """
 
-    method: str = "naclip"
+    method: str = "scclip"
     templates: str = "imagenet80"
     background_words: tuple[str, ...] = ("@background",)
     probability_threshold: float = 0.1

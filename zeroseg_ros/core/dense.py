@@ -10,6 +10,9 @@ replace only the last block's self-attention with one that keeps each patch abou
 - ``clearclip`` (Lan et al., ECCV 2024): ``softmax(q qᵀ s)`` times v; no residual, no FFN.
 - ``naclip``    (Hajimiri et al., WACV 2025): ``softmax(k kᵀ s + ω)`` times v, ω a Gaussian over patch
   distances (the neighbourhood prior); no residual, no FFN.
+- ``scclip``    (Bai et al., arXiv 2411.15869): anomaly tokens of block L-1 replaced by their neighbours' mean,
+  tokens averaged by an intermediate block's similarity, a last block that mixes that similarity with k-k
+  attention, and a multi-level branch (``scclip.py``). Its output has no class token.
 - ``vanilla``: the last block unchanged (CLIP's own features), for comparison and for equivalence tests.
 
 The module wraps open_clip's modules without copying or forking them; the positional embedding is interpolated
@@ -30,6 +33,7 @@ from torch import nn
 from zeroseg_ros.core.config import METHODS
 from zeroseg_ros.core.errors import ConfigError, InvalidImageError
 from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block, split_heads
+from zeroseg_ros.core.scclip import scclip_patches, settings_for_depth
 
 # Attention over N tokens holds N x N weights per head: 4096 patches (a 1024 x 1024 input at patch 16) already
 # take 0.8 GB in fp32 for ViT-B's 12 heads; 8040 (1080p at its own size) would take 3 GB. More are refused.
@@ -95,6 +99,8 @@ class DenseCLIPEncoder(nn.Module):
             raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
         self.visual = visual
         self.method = method
+        # SC-CLIP's block indices depend on the depth: refused at construction when none are published for it.
+        self._scclip = settings_for_depth(len(visual.transformer.resblocks)) if method == "scclip" else None
         self.neighbourhood_std = neighbourhood_std
         self.patch_size: tuple[int, int] = tuple(visual.conv1.kernel_size)  # type: ignore[assignment]
         self.source_grid: tuple[int, int] = tuple(visual.grid_size)  # type: ignore[assignment]
@@ -109,7 +115,35 @@ class DenseCLIPEncoder(nn.Module):
         return height // self.patch_size[0], width // self.patch_size[1]
 
     def tokens(self, pixels: torch.Tensor) -> torch.Tensor:
-        """All output tokens ``(B, 1 + gh*gw, D)`` after ln_post and proj, class token first, not normalised."""
+        """All output tokens ``(B, 1 + gh*gw, D)`` after ln_post and proj, class token first, not normalised.
+
+        ``scclip`` ends without a class token, as its reference does: use ``patch_tokens``.
+        """
+        if self._scclip is not None:
+            raise ConfigError("scclip's output has no class token; use patch_tokens")
+        x, grid = self._embed(pixels)
+        with self._onednn or nullcontext():
+            (x,) = self._hidden_states(x, keep_all=False)
+            x = self._last_block(self.visual.transformer.resblocks[-1], x, grid)
+            return self.visual.ln_post(x) @ self.visual.proj
+
+    def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The patch tokens ``(B, gh*gw, D)`` after ln_post and proj, row-major, not normalised."""
+        if self._scclip is None:
+            return self.tokens(pixels)[:, 1:]
+        x, grid = self._embed(pixels)
+        with self._onednn or nullcontext():
+            states = self._hidden_states(x, keep_all=True)
+            x = scclip_patches(states, self.visual.transformer.resblocks[-1], grid, self._scclip)
+            return self.visual.ln_post(x) @ self.visual.proj
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        grid = self.grid_for(pixels.shape[-2], pixels.shape[-1])
+        patches = F.normalize(self.patch_tokens(pixels).float(), dim=-1)
+        return patches.transpose(1, 2).reshape(pixels.shape[0], -1, grid[0], grid[1])
+
+    def _embed(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The tokens ``(B, 1 + gh*gw, C)`` that enter the first block (class token first), and the patch grid."""
         visual = self.visual
         grid = self.grid_for(pixels.shape[-2], pixels.shape[-1])
         if grid[0] == 0 or grid[1] == 0:
@@ -124,27 +158,20 @@ class DenseCLIPEncoder(nn.Module):
         x = x.flatten(2).transpose(1, 2)
         class_token = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([class_token, x], dim=1) + self._positional_embedding(grid).to(x.dtype)
-        x = visual.ln_pre(x)
+        return visual.ln_pre(x), grid
 
-        batch_first = visual.transformer.batch_first
-        blocks = visual.transformer.resblocks
-        with self._onednn or nullcontext():
-            if self._onednn is not None:  # attention spelled out, so that its projections go through oneDNN too
-                for block in blocks[:-1]:
-                    x = residual_attention_block(block, x)
-            else:
-                x = x if batch_first else x.transpose(0, 1)
-                for block in blocks[:-1]:
-                    x = block(x)
-                x = x if batch_first else x.transpose(0, 1)
-            x = self._last_block(blocks[-1], x, grid)
-            return visual.ln_post(x) @ visual.proj
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        tokens = self.tokens(pixels)
-        grid = self.grid_for(pixels.shape[-2], pixels.shape[-1])
-        patches = F.normalize(tokens[:, 1:].float(), dim=-1)
-        return patches.transpose(1, 2).reshape(pixels.shape[0], -1, grid[0], grid[1])
+    def _hidden_states(self, x: torch.Tensor, keep_all: bool) -> list[torch.Tensor]:
+        """The outputs ``(B, 1 + N, C)`` of blocks 0..L-2 on ``x``: all of them in order, or only the last."""
+        sequence_first = self._onednn is None and not self.visual.transformer.batch_first
+        x = x.transpose(0, 1) if sequence_first else x
+        states = []
+        for block in self.visual.transformer.resblocks[:-1]:
+            # With oneDNN the attention is spelled out, so that its projections go through oneDNN too.
+            x = residual_attention_block(block, x) if self._onednn is not None else block(x)
+            if keep_all:
+                states.append(x)
+        states = states if keep_all else [x]
+        return [state.transpose(0, 1) for state in states] if sequence_first else states
 
     def _positional_embedding(self, grid: tuple[int, int]) -> torch.Tensor:
         return _cached(

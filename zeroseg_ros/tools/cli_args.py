@@ -51,7 +51,9 @@ def add_segmenter_arguments(parser: argparse.ArgumentParser) -> None:
     Every default is ``None`` so that a caller can tell an explicit option from a preset's value.
     """
     group = parser.add_argument_group("segmentation")
-    group.add_argument("--method", choices=METHODS, default=None, help="last-block method (default naclip)")
+    group.add_argument(
+        "--method", choices=METHODS, default=None, help=f"training-free method (default {SegmenterConfig().method})"
+    )
     group.add_argument("--templates", choices=TEMPLATE_SETS, default=None, help="prompt templates (imagenet80)")
     group.add_argument(
         "--background", default=None, help="comma-separated background words (label 0); default @background, '' none"

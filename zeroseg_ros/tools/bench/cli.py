@@ -54,7 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="frame sizes WxH, comma separated (%(default)s)")
-    parser.add_argument("--methods", default=None, help="methods, comma separated (default: --method or naclip)")
+    parser.add_argument(
+        "--methods", default=None, help=f"methods, comma separated (default: --method or {SegmenterConfig().method})"
+    )
     parser.add_argument("--devices", default=None, help="devices, comma separated (default: --device)")
     parser.add_argument("--precisions", default=None, help="precisions, comma separated (default: --precision)")
     parser.add_argument("--queries", "-q", default=DEFAULT_QUERIES, help="labels (%(default)s)")

@@ -2,8 +2,8 @@
 
     zeroseg eval --dataset voc21 --root ~/data/VOCdevkit/VOC2012 --preset naclip --out runs/naclip-voc21
 
-The preset (default: the method's own, NACLIP when neither is given) sets the protocol; any setting given
-on the command line wins over it. The run writes report.md, report.json, per_class_iou.png and state.json
+The preset (default: the method's own; the default method's when neither is given) sets the protocol; any
+setting given on the command line wins over it. The run writes report.md, report.json, per_class_iou.png and state.json
 (the checkpoint ``--resume`` continues from) into ``--out``.
 """
 
@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from zeroseg_ros.core.config import ModelConfig
+from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.segmenter import Segmenter
 from zeroseg_ros.core.vocab import VOCABULARIES
@@ -66,7 +66,7 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     if args.preset:
         preset = args.preset
     elif args.method is None:
-        preset = "naclip"  # the project's default method
+        preset = SegmenterConfig().method  # the project's default method
     elif args.method in PRESETS:
         preset = args.method
     else:

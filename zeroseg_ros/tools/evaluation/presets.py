@@ -14,10 +14,13 @@ CUDA. The report compares a run only with the numbers published at that same com
 * clearclip  mc-lan/ClearCLIP@ad68a40: short side 448, window 448 / stride 224 (Cityscapes 224 / 224), logit
              scale 50, thresholds 0.5 / 0.15 / 0.4 on VOC21 / Context60 / COCO-Object, its own class names on
              VOC21, VOC20 and COCO-Object.
+* scclip     SuleBai/SC-CLIP@0417ba9: as SCLIP (short side 336, Cityscapes 560, window 224 / stride 112,
+             logit scale 40) but VOC21 logit scale 50, threshold 0.15 and area threshold 0.1, Context60 threshold
+             0.15, COCO-Object logit scale 55 and threshold 0.35; no PAMR.
 * maskclip   SCLIP's configs (the SCLIP paper re-ran MaskCLIP under its own protocol; SCLIP's repository
              holds no MaskCLIP code or numbers).
 
-The three repositories run CLIP in fp16 on CUDA and prompt with the 80 ImageNet templates; so do the presets.
+The four repositories run CLIP in fp16 on CUDA and prompt with the 80 ImageNet templates; so do the presets.
 Settings given on the command line win over the preset. What we still do differently is listed per reference
 in docs/evaluation.md.
 """
@@ -49,9 +52,12 @@ SCLIP_REFERENCE = Reference("wangf3014/SCLIP", "b56bd3014b9e8a3ee3450bcfc53700a6
 # "Update for v2" (defb7c9) changed the configs and code; 1e38f33 and 0cac3a6 only touched the README.
 NACLIP_REFERENCE = Reference("sinahmr/NACLIP", "0cac3a651f753b11315ea799cfbfabf79da1bd76")
 CLEARCLIP_REFERENCE = Reference("mc-lan/ClearCLIP", "ad68a404d55d48d27330b93554eb64a234ff717f")
+# "update pytorch version of LOF algorithm": LOF in PyTorch instead of scikit-learn, the ViT-L settings removed.
+SCCLIP_REFERENCE = Reference("SuleBai/SC-CLIP", "0417ba92851e9dd7432d608f10a0804d01a23062")
 REFERENCES: dict[str, Reference] = {
     "sclip": SCLIP_REFERENCE,
     "naclip": NACLIP_REFERENCE,
+    "scclip": SCCLIP_REFERENCE,
     "clearclip": CLEARCLIP_REFERENCE,
     "maskclip": SCLIP_REFERENCE,
 }
@@ -101,6 +107,8 @@ _PRESET_BASE: dict[str, dict[str, Any]] = {
     "sclip": _SCLIP_BASE,
     # naclip.py's predict upsamples the logits to the original image and runs PAMR there.
     "naclip": {**_SCLIP_BASE, "pamr": True, "pamr_resolution": "frame"},
+    # scclip_segmentor.py's defaults are SCLIP's (pamr_steps=0); its clip.load keeps OpenAI's fp16 on CUDA.
+    "scclip": _SCLIP_BASE,
     "clearclip": {"short_side": 448, "slide_crop": 448, "slide_stride": 224, "logit_scale": 50.0, "precision": "fp16"},
     "maskclip": _SCLIP_BASE,
 }
@@ -120,6 +128,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "context60": {"probability_threshold": 0.1},
         "coco-object": {"probability_threshold": 0.1},
         "voc20": {"slide_crop": 0},
+        "context59": {},
+        "coco-stuff": {},
+        "cityscapes": {"short_side": 560},
+        "ade20k": {},
+    },
+    "scclip": {
+        "voc21": {"logit_scale": 50.0, "probability_threshold": 0.15, "area_threshold": 0.1},
+        "context60": {"probability_threshold": 0.15},
+        "coco-object": {"logit_scale": 55.0, "probability_threshold": 0.35},
+        "voc20": {},
         "context59": {},
         "coco-stuff": {},
         "cityscapes": {"short_side": 560},
