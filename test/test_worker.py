@@ -5,6 +5,7 @@ use, refused or replaced."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from zeroseg_ros.core.errors import ConfigError, InvalidQueryError
@@ -32,7 +33,7 @@ class StandInSegmenter:
             raise InvalidQueryError("no queries")
         self.labels = labels
 
-    def warmup(self, sizes: Any, overlay_alpha: Any) -> None:
+    def warmup(self, sizes: Any, overlay_alpha: Any, batch_sizes: Any = (1,)) -> None:
         pass
 
 
@@ -51,9 +52,10 @@ class Handler:
             assert self.changed.wait_for(lambda: any(e == event for e, _ in self.events), timeout), self.events
             return next(value for e, value in self.events if e == event)
 
-    def process_frame(self, frame: Frame) -> tuple[int, int] | None:
-        self._record("frame", frame.msg)
-        return None
+    def process_batch(self, frames: Sequence[Frame]) -> list[tuple[int, int] | None]:
+        for frame in frames:
+            self._record("frame", frame.msg)
+        return [None] * len(frames)
 
     def segmenter_changes(self, parameters: dict[str, Any]) -> dict[str, object]:
         return dict(parameters)
