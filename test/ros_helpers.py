@@ -115,6 +115,7 @@ class NodeProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.log_path = tmp_path / f"{name}.log"
+        self.parameters = dict(parameters)
         params_file = write_params(tmp_path / f"{name}.yaml", parameters)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -214,16 +215,34 @@ class Probe:
             self.executor.spin_once(timeout_sec=min(remaining, 0.05))
 
     def wait_for_node(self, node: NodeProcess, timeout: float = 90.0, subscribes_image: bool = True) -> None:
-        """Until the node's first diagnostics arrive (model loaded) and its topics are discovered."""
+        """Until the node is ready for a test's first frame, whatever the CPU's speed: its model is loaded
+        (diagnostics arrive), the labels of its ``queries`` parameter are in use (frames before that are
+        skipped), its image subscription has matched this probe's publisher on both sides (a best-effort reader
+        drops data from a writer it has not matched yet), and its output topics are discovered."""
 
-        def ready() -> bool:
+        def alive() -> None:
             if not node.alive():
                 raise AssertionError(f"node exited with {node.process.returncode}:\n{node.log()}")
-            return bool(self.diagnostics())
 
-        self.spin_until(ready, timeout, "the node's diagnostics")
+        def ready() -> bool:
+            alive()
+            diagnostics = self.diagnostics()
+            if not diagnostics:
+                return False
+            if str(node.parameters.get("queries", "")).strip():
+                return bool(diagnostics.get("queries")) and not diagnostics.get("pending_queries")
+            return True
+
+        self.spin_until(ready, timeout, "the node's diagnostics with its queries in use")
         if subscribes_image:
-            self.spin_until(lambda: self.image_pub.get_subscription_count() > 0, 10.0, "the node's image subscription")
+
+            def matched() -> bool:
+                alive()
+                return self.image_pub.get_subscription_count() > 0 and (
+                    int(self.diagnostics().get("camera_publishers", "0")) > 0
+                )
+
+            self.spin_until(matched, 30.0, "the node's image subscription, matched on both sides")
         outputs = [f"{self.prefix}{topic}" for topic in (*self.OUTPUTS, "segmentation")]
         self.spin_until(
             lambda: all(self.node.count_publishers(topic) > 0 for topic in outputs), 10.0, "the node's publishers"

@@ -121,7 +121,7 @@ def test_every_frame_sees_all_old_or_all_new_labels(segmenter, gate):
 def test_a_rejected_change_keeps_the_old_queries_and_frames(segmenter, gate):
     gate.open()
     segmenter.update_config(max_queries=3)
-    try:  # max_queries counts phrases: 4 > 3
+    try:  # max_queries counts labels: 4 > 3
         with pytest.raises(InvalidQueryError, match="exceed max_queries"):
             segmenter.set_queries("a, b, c, d")
         assert segmenter.segment(IMAGE).labels == ("cat", "dog")

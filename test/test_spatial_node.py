@@ -56,11 +56,18 @@ class DepthProbe:
             node.create_subscription(msg_type, topic, lambda msg, n=name: test_probe.received[n].append(msg), RELIABLE)
 
     def wait_for_node(self) -> None:
-        node = self.probe.node
+        """Until the node's depth and camera_info subscriptions have matched these publishers on both sides (a
+        best-effort reader drops what a writer it has not matched yet sends) and its 3-D outputs are found."""
+        node, diagnostics = self.probe.node, self.probe.diagnostics
         self.probe.spin_until(
-            lambda: self.depth_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0,
-            10.0,
-            "the node's depth and camera_info subscriptions",
+            lambda: (
+                self.depth_pub.get_subscription_count() > 0
+                and self.info_pub.get_subscription_count() > 0
+                and int(diagnostics().get("depth_publishers", "0")) > 0
+                and int(diagnostics().get("camera_info_publishers", "0")) > 0
+            ),
+            30.0,
+            "the node's depth and camera_info subscriptions, matched on both sides",
         )
         topics = ("points", "objects", "objects/markers", "heatmap")
         self.probe.spin_until(lambda: all(node.count_publishers(t) for t in topics), 10.0, "the 3-D publishers")

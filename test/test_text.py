@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from zeroseg_ros.core.errors import InvalidQueryError
-from zeroseg_ros.core.text import TEMPLATES, Query, TextEncoder, encode_text_trimmed, parse_queries
+from zeroseg_ros.core.queries import Query, parse_queries
+from zeroseg_ros.core.text import TEMPLATES, TextEncoder, encode_text_trimmed
 
 
 def test_parse_splits_labels_and_synonyms_and_normalises_spaces():

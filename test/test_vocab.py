@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zeroseg_ros.core.errors import ConfigError, InvalidQueryError
-from zeroseg_ros.core.text import parse_queries
+from zeroseg_ros.core.queries import parse_queries
 from zeroseg_ros.core.vocab import (
     ALIASES,
     VOCABULARIES,

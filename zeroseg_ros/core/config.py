@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroseg_ros.core.errors import ConfigError
-from zeroseg_ros.core.vocab import expand_background_words
+from zeroseg_ros.core.queries import check_background_words
 
 METHODS = ("naclip", "sclip", "clearclip", "maskclip", "vanilla")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -135,9 +135,7 @@ class SegmenterConfig:
             raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
         if not 0.0 <= self.temporal_smoothing < 1.0:
             raise ConfigError(f"temporal_smoothing must be in [0, 1), got {self.temporal_smoothing}")
-        if any(not isinstance(w, str) or not w.strip() for w in self.background_words):
-            raise ConfigError(f"background_words must be non-blank strings, got {self.background_words!r}")
-        expand_background_words(self.background_words)  # an unknown @vocabulary is an error now, not later
+        check_background_words(self.background_words)  # the queries' rules; an unknown @vocabulary too
 
     def replace(self, **changes: Any) -> SegmenterConfig:
         """A copy with some fields changed (validated like a new config)."""

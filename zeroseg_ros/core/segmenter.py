@@ -50,11 +50,11 @@ from zeroseg_ros.core.preprocess import (
     target_size,
 )
 from zeroseg_ros.core.progress import Progress, ProgressFactory, no_progress
+from zeroseg_ros.core.queries import Query, check_label_count, parse_queries, scene_words
 from zeroseg_ros.core.temporal import ProbabilityEMA, blend
-from zeroseg_ros.core.text import TEXT_BATCH_SIZE, Query, TextEncoder, parse_queries
+from zeroseg_ros.core.text import TEXT_BATCH_SIZE, TextEncoder
 from zeroseg_ros.core.text_cache import resolve_cache_dir
 from zeroseg_ros.core.turns import CoreTurns
-from zeroseg_ros.core.vocab import expand_background_words
 
 LOGGER = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class Segmenter:
         return self._text
 
     def set_queries(self, queries: str | Sequence[str], progress: Progress | None = None) -> list[Query]:
-        """Parse and embed the queries (see ``text.parse_queries``); they apply from the next frame on. Returns
+        """Parse and embed the queries (see ``queries.parse_queries``); they apply from the next frame on. Returns
         when they apply; frames on other threads meanwhile keep the previous queries. ``progress(done, total)``
         follows the prompts' encoding (``TextEncoder.encode``); by default the one of the ``progress`` factory."""
         parsed = parse_queries(queries)
@@ -326,20 +326,14 @@ class Segmenter:
     def _text_state(
         self, queries: list[Query], config: SegmenterConfig, progress: Progress | None = None
     ) -> _TextState:
-        query_phrases = {p.lower() for q in queries for p in q.synonyms}
-        # A query wins over a background word of the same name: the user asked for it explicitly.
-        words = expand_background_words(config.background_words)
-        background = [w for w in words if w.lower() not in query_phrases]
+        check_label_count(queries, config.max_queries)
+        background = scene_words(queries, config.background_words)
         offset = 1 if background else 0
         rows: list[str] = list(background)
         columns: list[int] = [0] * len(background)
         for index, query in enumerate(queries):
             rows.extend(query.synonyms)
             columns.extend([index + offset] * len(query.synonyms))
-        if len(queries) > config.max_queries:
-            raise InvalidQueryError(
-                f"{len(queries)} queries exceed max_queries ({config.max_queries}); segment fewer labels at a time"
-            )
         with self._turns.encoding(), _torch_threads(self.text_threads if self.device.type == "cpu" else None):
             embeddings = self._text.encode(rows, progress).to(self._clip.dtype)
         return _TextState(

@@ -1,7 +1,6 @@
 """The text side: parsing queries, prompt templates and cached text embeddings.
 
-A query string is a comma-separated list of labels; a label may carry synonyms separated by ``|``
-(``"person|pedestrian, traffic cone"``), and is scored as the best of its synonyms. Each phrase is embedded as
+Queries are parsed in ``queries.py``; a label is scored as the best of its synonyms. Each phrase is embedded as
 the normalised mean of CLIP's text embeddings over a set of prompt templates, as the training-free methods do;
 embeddings are cached by phrase, so a stream of frames with unchanged queries costs no text encoding, and
 optionally on disk (``text_cache.py``), so a restart with the same vocabulary costs none either.
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,11 +18,9 @@ from open_clip.model import CLIP
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
-from zeroseg_ros.core.errors import InvalidQueryError
 from zeroseg_ros.core.onednn import OneDNNLinear, residual_attention_block
 from zeroseg_ros.core.progress import Progress
 from zeroseg_ros.core.text_cache import DiskTextCache, text_tower_fingerprint
-from zeroseg_ros.core.vocab import expand_vocab_refs
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     # The 80 prompts of CLIP's ImageNet evaluation, used by MaskCLIP, SCLIP, ClearCLIP and NACLIP.
@@ -43,61 +39,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "none": ("{}",),
 }
 
-MAX_PHRASE_CHARS = 200
 TEXT_BATCH_SIZE = 256  # prompts per forward pass of the text tower
-
-
-@dataclass(frozen=True)
-class Query:
-    """One label to segment: ``name`` is shown to the user, ``synonyms`` (name first) are what CLIP reads."""
-
-    name: str
-    synonyms: tuple[str, ...]
-
-
-def parse_queries(queries: str | Sequence[str]) -> list[Query]:
-    """Parse ``"a|b, c"`` (or ``["a|b", "c"]``) into queries; ``@name`` expands a bundled vocabulary.
-
-    Raises ``InvalidQueryError`` for an empty list, a blank label or synonym, a phrase without letters or
-    digits, one longer than ``MAX_PHRASE_CHARS`` characters, or a label given twice.
-    """
-    items = [queries] if isinstance(queries, str) else list(queries)
-    if any(not isinstance(item, str) for item in items):
-        raise InvalidQueryError(f"queries must be strings, got {_shorten(queries)!r}")
-    expanded = [part for item in items for part in expand_vocab_refs(item).split(",")]
-
-    parsed: list[Query] = []
-    seen: set[str] = set()
-    for item in expanded:
-        synonyms = tuple(" ".join(phrase.split()) for phrase in item.split("|"))
-        if not item.strip():
-            raise InvalidQueryError(f"blank label in queries {_shorten(queries)!r}: remove the empty entry")
-        for phrase in synonyms:
-            _check_phrase(phrase, item)
-        name = synonyms[0]
-        if name.lower() in seen:
-            raise InvalidQueryError(f"label {name!r} is given twice in queries {_shorten(queries)!r}")
-        seen.add(name.lower())
-        parsed.append(Query(name=name, synonyms=tuple(dict.fromkeys(synonyms))))
-    if not parsed:
-        raise InvalidQueryError("no queries given: publish labels such as 'person, traffic cone'")
-    return parsed
-
-
-def _check_phrase(phrase: str, item: str) -> None:
-    if not phrase:
-        raise InvalidQueryError(f"blank synonym in {item.strip()!r}: '|' must separate non-empty phrases")
-    if len(phrase) > MAX_PHRASE_CHARS:
-        raise InvalidQueryError(
-            f"phrase of {len(phrase)} characters is too long (at most {MAX_PHRASE_CHARS}): {_shorten(phrase)!r}"
-        )
-    if not any(character.isalnum() for character in phrase):
-        raise InvalidQueryError(f"phrase {phrase!r} has no letters or digits")
-
-
-def _shorten(value: object, limit: int = 80) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class TextEncoder:

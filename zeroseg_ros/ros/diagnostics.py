@@ -13,10 +13,15 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+if TYPE_CHECKING:
+    from zeroseg_ros.core.segmenter import Segmenter
 
 LATENCY_WINDOW = 200
 STALE_WARN_PERIODS = 3  # diagnostics periods without a frame (or without output) before WARN
@@ -24,6 +29,15 @@ STALE_ERROR_PERIODS = 10  # ... before ERROR
 WINDOW_PERIODS = 10  # periods over which the rejection ratio is measured
 REJECTION_WARN_RATIO = 0.5  # share of the frames received in the window that were rejected
 REJECTION_ERROR_RATIO = 0.9
+
+
+class PrimaryState(str, Enum):
+    """The lifecycle node's primary states (ROS 2 managed nodes), as the node and its diagnostics name them."""
+
+    UNCONFIGURED = "unconfigured"
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    FINALIZED = "finalized"
 
 
 class RateCounter:
@@ -126,6 +140,16 @@ class FrameStatistics:
         p50, p95 = np.percentile(latencies, [50, 95])
         return float(p50), float(p95)
 
+    def rate_values(self) -> dict[str, str]:
+        """Input and output rates since the previous call, and the latency percentiles, as diagnostics values."""
+        p50, p95 = self.latency_percentiles()
+        return {
+            "input_rate_hz": f"{self.input_rate.rate():.2f}",
+            "output_rate_hz": f"{self.output_rate.rate():.2f}",
+            "latency_p50_ms": f"{p50:.1f}",
+            "latency_p95_ms": f"{p95:.1f}",
+        }
+
 
 class HealthMonitor:
     """The counts read once per diagnostics period, kept for ``WINDOW_PERIODS`` periods: how many periods in a
@@ -206,6 +230,26 @@ def hardware_id(device: str) -> str:
     return f"{platform.processor() or platform.machine()} (cpu)"
 
 
+def segmenter_values(segmenter: Segmenter | None, pending_queries: str | None) -> dict[str, str]:
+    """What the node segments with, as diagnostics values: model, weights, method, device, backend and the
+    choices behind it, the queries in use and those being encoded."""
+    if segmenter is None:
+        return {"queries": ""}
+    config = segmenter.config
+    return {
+        "model": segmenter.model_config.name,
+        "weights": segmenter.weights,
+        "method": config.method,
+        "device": str(segmenter.device),
+        "backend": segmenter.backend,
+        "activation": segmenter.activation,
+        "choices": segmenter.choices,
+        "queries": ", ".join(segmenter.labels),
+        "pending_queries": pending_queries or "",
+        "background_words": ", ".join(config.background_words),
+    }
+
+
 def segmentation_status(
     name: str,
     hardware_id: str,
@@ -216,25 +260,29 @@ def segmentation_status(
     pending_queries: str | None = None,
     health: HealthMonitor | None = None,
     period_s: float = 1.0,
-    state: str = "active",
+    state: PrimaryState = PrimaryState.ACTIVE,
     enabled: bool = True,
 ) -> DiagnosticStatus:
-    """The node's status: level and message from the lifecycle state, the enable switch, the counts and their
-    history (``health``, observed once per period), then ``values`` and the counts as key-values."""
+    """The node's status: level and message from the lifecycle state, the enable switch, the queries, the counts
+    and their history (``health``, observed once per period), then ``values`` and the counts as key-values.
+
+    A node without queries says so first: whatever else is wrong (no camera yet, a stale one) follows in the
+    message, and the level is the worst of them."""
     status = DiagnosticStatus(name=name, hardware_id=hardware_id)
-    problems = health.problems(period_s) if health is not None and state == "active" and enabled else []
+    active = state == PrimaryState.ACTIVE
+    problems = health.problems(period_s) if health is not None and active and enabled else []
     if problems and counts.newly_lost:  # named with the others: the loss may be why no frame arrives
         problems.append((DiagnosticStatus.WARN, f"{counts.newly_lost} frames lost in transport"))
-    if state != "active":
-        status.level, status.message = DiagnosticStatus.OK, f"{state}: not segmenting (lifecycle)"
+    if not active:
+        status.level, status.message = DiagnosticStatus.OK, f"{PrimaryState(state).value}: not segmenting (lifecycle)"
     elif not enabled:
         status.level, status.message = DiagnosticStatus.OK, "disabled: camera unsubscribed (enable service)"
-    elif problems:
-        status.level = problems[0][0]
+    elif problems or not has_queries:
+        if not has_queries:
+            pending = " (encoding the requested ones)" if pending_queries else ""
+            problems.insert(0, (DiagnosticStatus.WARN, f"waiting for queries{pending}"))
+        status.level = max(level for level, _ in problems)
         status.message = "; ".join(message for _, message in problems)
-    elif not has_queries:
-        pending = " (encoding the requested ones)" if pending_queries else ""
-        status.level, status.message = DiagnosticStatus.WARN, f"waiting for queries{pending}"
     elif counts.newly_lost:
         status.level, status.message = DiagnosticStatus.WARN, f"{counts.newly_lost} frames lost in transport"
     elif warming_up:
@@ -246,7 +294,7 @@ def segmentation_status(
     else:
         status.level, status.message = DiagnosticStatus.OK, "segmenting"
     values = {
-        "lifecycle_state": state,
+        "lifecycle_state": PrimaryState(state).value,
         "enabled": str(enabled).lower(),
         **values,
         "frames_received": str(counts.received),

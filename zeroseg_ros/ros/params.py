@@ -21,9 +21,9 @@ from zeroseg_ros.core.config import (
     SegmenterConfig,
     parse_frame_sizes,
     parse_tristate,
-    split_words,
 )
 from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.core.queries import parse_background_words
 
 if TYPE_CHECKING:
     from rcl_interfaces.msg import ParameterDescriptor
@@ -170,11 +170,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "background_words",
         ", ".join(_SEGMENTER.background_words),
-        "Comma-separated extra classes reported as background (label 0); @name adds a vocabulary's words. The "
+        "Comma-separated extra classes reported as background (label 0), written like queries (| between "
+        "synonyms); @name adds a vocabulary's words. The "
         "default @background (sky, wall, floor, ...) lets one query compete with the scene instead of winning "
         "every pixel. Empty: none (queries only compete with each other).",
         runtime=True,
-        parse=lambda text: SegmenterConfig(background_words=split_words(text)),
+        parse=lambda text: SegmenterConfig(background_words=parse_background_words(text)),
     ),
     ParamSpec(
         "probability_threshold",
@@ -434,7 +435,7 @@ def segmenter_config(values: dict[str, ParamValue], base: SegmenterConfig | None
         if name in changes:
             changes[name] = float(changes[name])  # type: ignore[arg-type]
     if "background_words" in values:
-        changes["background_words"] = split_words(str(values["background_words"]))
+        changes["background_words"] = parse_background_words(str(values["background_words"]))
     return (base or SegmenterConfig()).replace(**changes)
 
 

@@ -369,11 +369,15 @@ class SpatialOutputs:
         return paired
 
     def diagnostic_values(self) -> dict[str, str]:
-        """Key-values for /diagnostics: the depth counters when depth is on."""
+        """Key-values for /diagnostics: the depth counters when depth is on, and the publishers the depth and
+        camera_info subscriptions have matched (0: that topic is not connected)."""
         if not self.use_depth:
             return {}
+        depth, camera_info = (subscription.get_publisher_count() for subscription in self._subscriptions)
         with self._lock:
             return {
+                "depth_publishers": str(depth),
+                "camera_info_publishers": str(camera_info),
                 "frames_with_depth": str(self._frames_with_depth),
                 "frames_without_depth": str(self._frames_without_depth),
                 "depth_rejected": str(self._depth_rejected),

@@ -14,8 +14,8 @@ from zeroseg_ros.core.config import (
     ModelConfig,
     SegmenterConfig,
     parse_tristate,
-    split_words,
 )
+from zeroseg_ros.core.queries import parse_background_words
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,5 +106,5 @@ def segmenter_config_from_args(args: argparse.Namespace, base: SegmenterConfig |
         "exact_labels": args.exact_labels,
     }
     if args.background is not None:
-        changes["background_words"] = split_words(args.background)
+        changes["background_words"] = parse_background_words(args.background)
     return (base or SegmenterConfig()).replace(**{k: v for k, v in changes.items() if v is not None})

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from zeroseg_ros.core.config import split_words
-from zeroseg_ros.core.text import parse_queries
+from zeroseg_ros.core.queries import parse_queries
 from zeroseg_ros.ros.demo_camera import DEMO_QUERIES
 from zeroseg_ros.ros.transport import config_file, fastdds_environment
 from zeroseg_ros.tools.process_group import stop_process_group
@@ -133,23 +133,21 @@ def run(args: argparse.Namespace) -> int:
     masks = PendingMasks()
     # The labels as the node publishes them (vocabularies expanded, synonyms folded); parsed here until then.
     labels = [query.name for query in parse_queries(args.queries)]
+    labels_in_use: list[bool] = []
     try:
+        node = ChildProcess(
+            "zeroseg node", ros_command("zeroseg_ros.ros.node", [params_file, override_file], node_remaps), child_env
+        )
+        children.append(node)
+        camera_command: list[str] | None = None
         if not args.camera_topic:
             camera_params = work_dir / "camera.yaml"
             camera_params.write_text(
                 yaml.safe_dump({"/**/zeroseg_demo_camera": {"ros__parameters": {"rate": float(args.rate)}}})
             )
-            children.append(
-                ChildProcess(
-                    "demo camera",
-                    ros_command("zeroseg_ros.ros.demo_camera", [params_file, camera_params], {"__ns": NAMESPACE}),
-                    child_env,
-                )
+            camera_command = ros_command(
+                "zeroseg_ros.ros.demo_camera", [params_file, camera_params], {"__ns": NAMESPACE}
             )
-        node = ChildProcess(
-            "zeroseg node", ros_command("zeroseg_ros.ros.node", [params_file, override_file], node_remaps), child_env
-        )
-        children.append(node)
 
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -161,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
 
         def on_labels(msg: String) -> None:
             labels[:] = split_words(msg.data)
+            labels_in_use.append(bool(labels))
 
         def on_overlay(msg: Image) -> None:
             if len(saved) >= args.frames:
@@ -191,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + args.timeout
         while len(saved) < args.frames:
             rclpy.spin_once(saver, timeout_sec=0.1)
+            # The demo camera starts once the node's labels are in use: no frame of it is skipped.
+            if camera_command is not None and any(labels_in_use):
+                children.append(ChildProcess("demo camera", camera_command, child_env))
+                camera_command = None
             if node.process.poll() is not None:
                 print(
                     f"[zeroseg run] the zeroseg node stopped (exit code {node.process.returncode}); its message is "

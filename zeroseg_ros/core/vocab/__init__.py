@@ -1,7 +1,7 @@
 """Ready-made class vocabularies of the standard segmentation benchmarks.
 
 Each ``<name>.txt`` next to this file holds one class per line, in the dataset's label order, with synonyms
-separated by ``|`` exactly as the query syntax of :func:`zeroseg_ros.core.text.parse_queries` expects; ``#`` lines
+separated by ``|`` exactly as the query syntax of :func:`zeroseg_ros.core.queries.parse_queries` expects; ``#`` lines
 are comments (the source of the wording). The words are those the training-free papers used for their
 published numbers, so the evaluation and the robot speak the same vocabulary.
 
@@ -112,6 +112,6 @@ def expand_background_words(words: Sequence[str]) -> tuple[str, ...]:
         word = word.strip()
         if word.startswith("@"):
             phrases.extend(phrase for line in _read(_canonical(word[1:])) for phrase in line.split("|"))
-        else:
-            phrases.append(word)
+        else:  # "a|b": synonyms, each a phrase of its own, as in a query
+            phrases.extend(" ".join(phrase.split()) for phrase in word.split("|"))
     return tuple(dict.fromkeys(phrases))

@@ -34,7 +34,7 @@ from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.model import resolve_device
 from zeroseg_ros.core.overlay import draw_overlay
-from zeroseg_ros.core.text import parse_queries
+from zeroseg_ros.core.queries import parse_queries
 from zeroseg_ros.tools.console import ProgressBar
 
 DEFAULT_QUERIES = "person, car, bicycle, traffic cone, road, building, tree, sky"

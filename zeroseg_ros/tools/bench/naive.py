@@ -29,7 +29,8 @@ from zeroseg_ros.core.dense import interpolate_positional_embedding
 from zeroseg_ros.core.errors import ConfigError
 from zeroseg_ros.core.model import load_clip
 from zeroseg_ros.core.preprocess import target_size
-from zeroseg_ros.core.text import TEMPLATES, parse_queries
+from zeroseg_ros.core.queries import parse_queries
+from zeroseg_ros.core.text import TEMPLATES
 
 
 @dataclass

@@ -4,7 +4,9 @@ Three processes, each in its own process group so that a hang is ended by its gr
   - the node (``python -m zeroseg_ros.ros.node``) in a namespace of its own, with the benchmark's model options;
   - a publisher (``python -m zeroseg_ros.tools.bench.ros_e2e --publish ...``) that stamps each frame's header with the
     time it publishes it; with ``--cameras N`` it publishes N cameras (``cam0/image`` ...), each at the rate, in
-    an order that rotates every round so that no camera is always first;
+    an order that rotates every round so that no camera is always first; before the measured frames it sends
+    each camera priming frames (frame_id ``PRIMING_FRAME_ID``), one at a time, until the node answers one, so
+    that the first measured frame finds the node's subscriptions matched on both sides;
   - this process, which subscribes to the node's ``mask`` (each camera's) and ``/diagnostics``.
 Latency is the subscriber's receive time minus the header stamp (the same host clock). The sustained rate is
 masks per second between the first and the last mask of the publishing window; ``frames_dropped`` is the
@@ -39,6 +41,9 @@ NAMESPACE = "/zeroseg_bench"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 READY_TIMEOUT_S = 300.0  # the node loads and warms the model before it reports it waits for images
 DRAIN_S = 2.5
+PRIMING_FRAME_ID = "zeroseg_bench_priming"
+PRIMING_WAIT_S = 5.0  # per priming frame: its answer, or send another
+PRIMING_TIMEOUT_S = 120.0
 NODE_STATUS_SUFFIX = ": zero-shot segmentation"  # the node's own /diagnostics status; cameras': ": camera <name>"
 
 
@@ -139,6 +144,8 @@ class _Listener:
             pass  # close() shut the context down
 
     def _on_mask(self, camera: str, msg: Any) -> None:
+        if msg.header.frame_id == PRIMING_FRAME_ID:
+            return
         now = time.time()
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         with self.lock:
@@ -216,6 +223,8 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "zeroseg_ros.tools.bench.ros_e2e",
             "--publish",
             ",".join(camera_topic(camera, "image") for camera in cameras or [""]),
+            "--answers",
+            ",".join(camera_topic(camera, "mask") for camera in cameras or [""]),
             "--rate",
             str(args.rate),
             "--duration",
@@ -273,9 +282,10 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def publish(topics: list[str], rate: float, duration: float, reliable: bool) -> int:
+def publish(topics: list[str], answers: list[str], rate: float, duration: float, reliable: bool) -> int:
     """Publisher process: ``duration`` s of 640x480 rgb8 frames at ``rate`` Hz on each topic (one per camera),
-    each stamped as it is sent, the topics' order rotating every round. Prints the number of frames sent.
+    each stamped as it is sent, the topics' order rotating every round, once each camera's priming frame has
+    been answered on its ``answers`` topic (the node's mask topic). Prints the number of frames sent.
 
     Best effort like a camera driver, or reliable (to match a node started with ``reliable:=true``).
     """
@@ -295,9 +305,35 @@ def publish(topics: list[str], rate: float, duration: float, reliable: bool) -> 
         msg = Image(height=FRAME_HEIGHT, width=FRAME_WIDTH, encoding="rgb8", step=FRAME_WIDTH * 3)
         msg.data = synthetic_frame(FRAME_HEIGHT, FRAME_WIDTH, seed=index).tobytes()
         messages.append(msg)
-    deadline = time.monotonic() + 5.0  # let discovery match the node's subscriptions first
-    while any(p.get_subscription_count() == 0 for p in publishers) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    primed: set[int] = set()
+    for index, topic in enumerate(answers):
+        node.create_subscription(
+            Image,
+            topic,
+            lambda mask, index=index: primed.add(index) if mask.header.frame_id == PRIMING_FRAME_ID else None,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
+    # One priming frame per camera at a time (a second one could replace the first in the node's mailbox): its
+    # answer shows that the node takes this publisher's frames, which a publisher-side match alone does not.
+    deadline = time.monotonic() + PRIMING_TIMEOUT_S
+    for index, (publisher, msg) in enumerate(zip(publishers, messages, strict=True)):
+        msg.header.frame_id = PRIMING_FRAME_ID
+        while index not in primed:
+            if time.monotonic() > deadline:
+                print(
+                    f"no answer to a priming frame on {answers[index]} within {PRIMING_TIMEOUT_S:.0f} s",
+                    file=sys.stderr,
+                )
+                return 1
+            if publisher.get_subscription_count() == 0:  # not discovered yet
+                rclpy.spin_once(node, timeout_sec=0.05)
+                continue
+            msg.header.stamp = node.get_clock().now().to_msg()
+            publisher.publish(msg)
+            wait_until = time.monotonic() + PRIMING_WAIT_S
+            while index not in primed and time.monotonic() < wait_until:
+                rclpy.spin_once(node, timeout_sec=0.05)
+        msg.header.frame_id = ""
     sent = rounds = 0
     start = time.monotonic()
     while time.monotonic() < start + duration:
@@ -317,11 +353,16 @@ def publish(topics: list[str], rate: float, duration: float, reliable: bool) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="publisher side of `zeroseg bench --ros`")
     parser.add_argument("--publish", required=True, help="image topics, comma separated (one per camera)")
+    parser.add_argument(
+        "--answers",
+        required=True,
+        help="the node's mask topics, one per image topic (priming frames are answered there)",
+    )
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--reliable", action="store_true")
     args = parser.parse_args(argv)
-    return publish(args.publish.split(","), args.rate, args.duration, args.reliable)
+    return publish(args.publish.split(","), args.answers.split(","), args.rate, args.duration, args.reliable)
 
 
 if __name__ == "__main__":
