@@ -154,6 +154,7 @@ def test_three_cameras_keep_their_own_headers_counts_and_health(tmp_path: Path) 
                 break
         level, message, _ = cameras.status("right")
         assert level >= 1 and message.startswith("no camera frame"), message  # WARN, then ERROR
+        assert float(cameras.status("right")[2]["seconds_without_frames"]) >= 1.5
         for name in ("front", "left"):
             assert cameras.status(name)[0] == 0, cameras.status(name)
             cameras.probe.spin_until(

@@ -314,5 +314,7 @@ def segmentation_status(
         "frames_rejected": str(counts.rejected),
         "last_rejection": counts.last_rejection,
     }
+    if health is not None:  # how stale the input is: whole diagnostics periods without a frame, once frames came
+        values["seconds_without_frames"] = f"{health.periods_without_input * period_s:.1f}"
     status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
     return status

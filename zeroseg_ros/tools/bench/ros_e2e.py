@@ -285,7 +285,8 @@ def run_ros_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def publish(topics: list[str], answers: list[str], rate: float, duration: float, reliable: bool) -> int:
     """Publisher process: ``duration`` s of 640x480 rgb8 frames at ``rate`` Hz on each topic (one per camera),
     each stamped as it is sent, the topics' order rotating every round, once each camera's priming frame has
-    been answered on its ``answers`` topic (the node's mask topic). Prints the number of frames sent.
+    been answered on its ``answers`` topic (the node's mask topic; without answers, once each topic has a
+    subscriber, or after 5 s). Prints the number of frames sent.
 
     Best effort like a camera driver, or reliable (to match a node started with ``reliable:=true``).
     """
@@ -313,10 +314,13 @@ def publish(topics: list[str], answers: list[str], rate: float, duration: float,
             lambda mask, index=index: primed.add(index) if mask.header.frame_id == PRIMING_FRAME_ID else None,
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
         )
+    deadline = time.monotonic() + 5.0  # without answers: let discovery match the subscriptions first
+    while not answers and any(p.get_subscription_count() == 0 for p in publishers) and time.monotonic() < deadline:
+        time.sleep(0.05)
     # One priming frame per camera at a time (a second one could replace the first in the node's mailbox): its
     # answer shows that the node takes this publisher's frames, which a publisher-side match alone does not.
     deadline = time.monotonic() + PRIMING_TIMEOUT_S
-    for index, (publisher, msg) in enumerate(zip(publishers, messages, strict=True)):
+    for index, (publisher, msg) in enumerate(zip(publishers, messages[: len(answers)], strict=False)):
         msg.header.frame_id = PRIMING_FRAME_ID
         while index not in primed:
             if time.monotonic() > deadline:
@@ -355,14 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", required=True, help="image topics, comma separated (one per camera)")
     parser.add_argument(
         "--answers",
-        required=True,
-        help="the node's mask topics, one per image topic (priming frames are answered there)",
+        default="",
+        help="the node's mask topics, one per image topic (priming frames are answered there); empty: no priming",
     )
     parser.add_argument("--rate", type=float, required=True)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--reliable", action="store_true")
     args = parser.parse_args(argv)
-    return publish(args.publish.split(","), args.answers.split(","), args.rate, args.duration, args.reliable)
+    answers = [topic for topic in args.answers.split(",") if topic]
+    return publish(args.publish.split(","), answers, args.rate, args.duration, args.reliable)
 
 
 if __name__ == "__main__":
