@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# GPU checks and benchmarks for a session that is lent a GPU machine (see docs/benchmarks.md, "GPU").
+# GPU checks and benchmarks, run on a machine with an NVIDIA GPU (see docs/benchmarks.md, "GPU").
 #
-#   bash scripts/gpu_check.sh fetch       # HERE, with internet: wheels the GPU machine lacks -> .whl/ (ignored)
-#   bash scripts/gpu_check.sh             # THERE (device tool: carry [".whl"]): install, pytest -m gpu, benchmarks
-#   bash scripts/gpu_check.sh ros-check   # either place: install the carried ROS 2 wheels, one pub/sub round trip
+#   bash scripts/gpu_check.sh fetch       # with internet: wheels the GPU machine lacks -> .whl/ (ignored)
+#   bash scripts/gpu_check.sh             # on the GPU machine (.whl/ copied there): install, pytest -m gpu, benchmarks
+#   bash scripts/gpu_check.sh ros-check   # either machine: install the ROS 2 wheels of .whl/ros, one pub/sub round trip
 #
 # The GPU machine has Python 3.12 with torch, torchvision, onnx and onnxruntime, but not open_clip_torch (nor its
 # ftfy/wcwidth) and no ROS 2; nothing can be downloaded there. The ROS 2 runtime (requirements/ros-runtime.txt,
@@ -24,7 +24,7 @@ fetch() {
     du -sh .whl .whl/ros
 }
 
-# rclpy from the carried wheels, installed under a prefix, with the paths that the wheels' own bootstrapper
+# rclpy from the wheels of .whl/ros, installed under a prefix, with the paths that the wheels' own bootstrapper
 # (a .pth file, which a PYTHONPATH folder does not run) would set: libraries, the ament index, the packages.
 ros_env() {
     compgen -G ".whl/ros/*.whl" > /dev/null || { echo "no ROS 2 wheels in .whl/ros (run: gpu_check.sh fetch)"; return 1; }
@@ -78,7 +78,7 @@ case "${1:-run}" in
     *) echo "usage: $0 [fetch|ros-check|run]" >&2; exit 2 ;;
 esac
 
-# At most 8 files come back from the device: one log, the JSON reports and one plot.
+# Results: one log, the JSON reports and one plot.
 OUT="${OUT:-$PWD/out/gpu}"
 LOG="$OUT/log.txt"
 mkdir -p "$OUT"

@@ -8,7 +8,10 @@ import warnings
 import cv2
 import numpy as np
 import pytest
+import torch
+from legend_helpers import legend_order
 
+from zeroseg_ros.core.overlay import palette
 from zeroseg_ros.tools.cli import main
 
 COMMON = ["--random-weights", "--device", "cpu", "--templates", "none", "--short-side", "64"]
@@ -63,3 +66,21 @@ def test_segment_reports_bad_input_without_a_traceback(tmp_path, capsys):
     _write_image(tmp_path / "ok.png")
     assert main(["segment", str(tmp_path / "ok.png"), "-q", " , ", "--out", str(tmp_path), *COMMON]) == 2
     assert "blank label" in capsys.readouterr().err
+
+
+def test_segment_overlay_legend_lists_the_labels_present_largest_first(tmp_path):
+    # Grey only: a blended pixel is never exactly a (saturated) palette colour, so exact colours are swatches.
+    image = np.random.default_rng(0).integers(0, 256, (240, 320), dtype=np.uint8)
+    image[120:] = 200
+    image[:, :100] = np.linspace(0, 255, 240).astype(np.uint8)[:, None]
+    cv2.imwrite(str(tmp_path / "frame.png"), np.stack([image] * 3, axis=-1))
+    queries = "cat, sofa, lamp, rug, door, window, plant, chair, table, shelf"
+    out = tmp_path / "out"
+    args = ["segment", str(tmp_path / "frame.png"), "-q", queries, "--out", str(out), *COMMON]
+    torch.manual_seed(2)  # the random weights: with these, 3 of the 10 queries win pixels
+    assert main([*args, "--background", "", "--threshold", "0"]) == 0
+    overlay = cv2.cvtColor(cv2.imread(str(out / "frame_overlay.png")), cv2.COLOR_BGR2RGB)
+    entries = json.loads((out / "frame.json").read_text())["labels"]
+    present = sorted((e for e in entries if e["area"] > 0), key=lambda e: -e["area"])
+    assert 2 <= len(present) < len(entries)  # an order to check, and queries the legend must leave out
+    assert legend_order(overlay, palette(len(entries)), [e["id"] for e in entries]) == [e["id"] for e in present]

@@ -18,6 +18,7 @@ from zeroseg_ros.ros.diagnostics import (
     STALE_WARN_PERIODS,
     FrameCounts,
     HealthMonitor,
+    PrimaryState,
     hardware_id,
     segmentation_status,
 )
@@ -139,12 +140,23 @@ def test_the_worst_problem_sets_the_level_and_all_are_named() -> None:
 
 def test_inactive_and_disabled_nodes_report_it_instead_of_stale_input() -> None:
     stale = flowing(2) + [flowing(2)[-1]] * STALE_ERROR_PERIODS
-    inactive = status_after(stale, state="inactive")
+    inactive = status_after(stale, state=PrimaryState.INACTIVE)
     assert (inactive.level, inactive.message) == (DiagnosticStatus.OK, "inactive: not segmenting (lifecycle)")
     disabled = status_after(stale, enabled=False)
     assert disabled.level == DiagnosticStatus.OK and disabled.message.startswith("disabled")
     values = {value.key: value.value for value in disabled.values}
     assert (values["lifecycle_state"], values["enabled"]) == ("active", "false")
+
+
+@pytest.mark.parametrize("pending", [None, "person, cone"])
+def test_a_node_without_queries_says_so_first_and_names_its_other_problems(pending: str | None) -> None:
+    before_first_frame = status_after([counts(0, 0)] * 3, has_queries=False, pending_queries=pending)
+    waiting = "waiting for queries" + (" (encoding the requested ones)" if pending else "")
+    assert (before_first_frame.level, before_first_frame.message) == (DiagnosticStatus.WARN, waiting)
+    stale = flowing(2) + [flowing(2)[-1]] * STALE_ERROR_PERIODS
+    stale_camera = status_after(stale, has_queries=False, pending_queries=pending)
+    assert stale_camera.level == DiagnosticStatus.ERROR  # the worst problem sets the level
+    assert stale_camera.message == f"{waiting}; no camera frame for {STALE_ERROR_PERIODS * PERIOD_S:.0f} s"
 
 
 def test_a_camera_that_never_sent_a_frame_stays_waiting_not_stale() -> None:

@@ -80,8 +80,33 @@ def test_a_planted_cycle_fails(package_copy: Path) -> None:
     assert layer_violations(read_imports(package_copy)) == []  # a cycle inside one layer is still caught
 
 
+def fenced_blocks(markdown: str) -> list[str]:
+    """Each fenced block of ``markdown``, fences included; fails on a fence that is never closed."""
+    blocks: list[str] = []
+    block: list[str] | None = None
+    for line in markdown.splitlines():
+        if block is None and line.startswith("```"):
+            block = [line]
+        elif block is not None:
+            block.append(line)
+            if line == "```":
+                blocks.append("\n".join(block))
+                block = None
+    assert block is None, f"a fence opened by {block[0]!r} is never closed" if block else ""
+    return blocks
+
+
 def test_architecture_doc_shows_the_real_import_graph() -> None:
-    doc = (ROOT / "docs" / "architecture.md").read_text()
-    assert mermaid(read_imports(ROOT)) in doc, (
-        "docs/architecture.md is out of date: paste the output of `python -m zeroseg_ros.tools.import_graph`"
+    blocks = fenced_blocks((ROOT / "docs" / "architecture.md").read_text())
+    graphs = [block for block in blocks if block.startswith("```mermaid")]
+    assert graphs == [mermaid(read_imports(ROOT))], (
+        "docs/architecture.md must hold one Mermaid graph, the output of `python -m zeroseg_ros.tools.import_graph`"
     )
+
+
+def test_fenced_blocks_are_found_whole_and_an_open_fence_fails() -> None:
+    text = "intro\n```mermaid\nflowchart BT\n```\nbetween\n```python\nx = 1\n```\n"
+    assert fenced_blocks(text) == ["```mermaid\nflowchart BT\n```", "```python\nx = 1\n```"]
+    assert fenced_blocks("```mermaid\n```mermaid\nflowchart BT\n```\n") == ["```mermaid\n```mermaid\nflowchart BT\n```"]
+    with pytest.raises(AssertionError, match="never closed"):
+        fenced_blocks("```mermaid\nflowchart BT\n")

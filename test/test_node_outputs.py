@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from legend_helpers import legend_order
 from ros_helpers import (
     FAST_NODE_PARAMETERS,
     RELIABLE,
@@ -95,6 +96,11 @@ def test_label_info_colour_mask_and_compressed_outputs(tmp_path: Path) -> None:
         overlay = image_to_array(test_probe.received["overlay"][-1]).astype(np.int16)
         assert decoded_overlay.shape == overlay.shape
         assert np.abs(decoded_overlay.astype(np.int16) - overlay).mean() < 12  # JPEG: close, not equal
+        # The legend: swatches (a label's exact colour) of the labels in the mask, largest first, and no other.
+        areas = np.bincount(mask.ravel(), minlength=4)[1:]
+        by_area = [int(i) + 1 for i in np.argsort(-areas, kind="stable") if areas[i] > 0]
+        shown = legend_order(overlay, palette(3), range(1, 4))
+        assert shown and shown == by_area[: len(shown)]
         assert node.alive()
 
 

@@ -92,9 +92,9 @@ def cpu_has_bf16() -> bool:
 
 def resolve_precision(spec: str, device: torch.device, bf16_timing: Callable[[], LinearTiming]) -> tuple[str, str]:
     """(precision, why): ``auto`` is fp16 on CUDA; on a CPU with AVX512-BF16 or AMX, bf16 where ``bf16_timing``
-    (one of the model's products, fp32 against bf16) finds it clearly faster; fp32 otherwise. bf16 took 0.38 x
-    fp32's frame time on a Xeon with AMX and 0.73 x on an EPYC with AVX512-BF16, but 1.7 x on a Xeon VM that
-    exposes AVX512-BF16 without AMX: the instruction flags alone do not tell."""
+    (one of the model's products, fp32 against bf16) finds it clearly faster; fp32 otherwise. It times rather than
+    reads the instruction flags because some CPUs with AVX512-BF16 run bf16 slower than fp32
+    (docs/benchmarks.md, "Automatic choices")."""
     if spec != "auto":
         return spec, "set explicitly"
     if device.type == "cuda":

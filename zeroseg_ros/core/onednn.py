@@ -1,12 +1,12 @@
 """Linear layers through oneDNN on the CPU, and open_clip's transformer block spelled out for them.
 
-PyTorch's fp32 ``F.linear`` on the CPU calls MKL's sgemm, which takes a slow generic path on AMD processors:
-on this project's EPYC (AVX-512, two cores) a 267 x 768 by 768 x 3072 product took 6.6 ms there and 2.7 ms as
-a oneDNN inner product on a weight packed once. A ViT is almost all such products, so running them through
-oneDNN halves the image encoder's time (docs/benchmarks.md) and gives the same fp32 results up to rounding.
-On an Intel Xeon, where MKL is at home, the same routing was 1-10 % slower and held ~410 MB more memory (the
-packed copies), so ``measure_linear`` times one of the model's own products both ways at start-up and the
-routing is used only where it wins clearly (``CLEAR_WIN``). The same measurement decides whether bf16 pays.
+PyTorch's fp32 ``F.linear`` on the CPU calls MKL's sgemm, which takes a slow generic path on AMD processors,
+where a oneDNN inner product on a weight packed once is much faster. A ViT is almost all such products, so
+running them through oneDNN shortens the image encoder's time there and gives the same fp32 results up to
+rounding. On Intel Xeons, where MKL is at home, the routing can be slower, and it holds a packed copy of every
+weight, so ``measure_linear`` times one of the model's own products both ways at start-up and the routing is
+used only where it wins clearly (``CLEAR_WIN``). The same measurement decides whether bf16 pays. Figures per
+CPU: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -97,9 +97,8 @@ def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.
     return q, k, v
 
 
-# A faster way must be this much faster to be chosen: oneDNN keeps a packed copy of every weight, bf16 rounds.
-# Products measured here (one thread, CPU time): oneDNN took 0.41 x MKL's time on an AMD EPYC, 0.87-1.07 x on an
-# Intel Xeon where whole frames were 5 % slower through it; bf16 took 1.4-1.9 x fp32's on that Xeon (no AMX).
+# A faster way must be this much faster to be chosen: oneDNN keeps a packed copy of every weight, bf16 rounds,
+# and near a tie one product's timing does not tell which way whole frames go (docs/benchmarks.md).
 CLEAR_WIN = 0.8
 
 

@@ -40,8 +40,8 @@ def resolve_cache_dir(setting: str) -> Path | None:
 
 def text_tower_fingerprint(model: nn.Module) -> str:
     """A hash of everything of ``model`` outside its image tower (``visual``): module structure and the bytes
-    of every parameter and buffer. ViT-B/16's text tower (250 MB) takes about 0.3 s."""
-    digest = hashlib.sha256()  # the fastest here: hardware SHA, 0.2 s for 250 MB
+    of every parameter and buffer."""
+    digest = hashlib.sha256()  # CPUs with SHA instructions hash it faster than BLAKE2 or MD5 (docs/benchmarks.md)
     for name, module in model.named_children():
         if name != "visual":
             digest.update(repr(module).encode())

@@ -70,7 +70,7 @@ def overlay_image(result: SegmentationResult, header: Any, order: str, legend: b
     assert result.overlay is not None, "segment with overlay_alpha to get an overlay"
     if legend and result.labels:
         colours = palette(len(result.labels))
-        draw_legend(result.overlay, result.labels, colours[:, ::-1] if order == "bgr" else colours)
+        draw_legend(result.overlay, result.labels, result.areas, colours[:, ::-1] if order == "bgr" else colours)
     return array_to_image(result.overlay, _overlay_encoding(order), Image, header)
 
 

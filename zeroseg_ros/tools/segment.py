@@ -100,7 +100,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     for name, frame in tqdm(_frames(args.inputs, args.every), total=total, unit="frame", disable=total <= 1):
         result = segmenter.segment(frame, channel_order="bgr")
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        overlay = draw_overlay(rgb, result.label_map, result.labels, alpha=args.alpha)
+        overlay = draw_overlay(rgb, result.label_map, result.labels, result.areas, alpha=args.alpha)
         cv2.imwrite(str(args.out / f"{name}_mask.png"), result.label_map)
         cv2.imwrite(str(args.out / f"{name}_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         summary = {

@@ -189,7 +189,7 @@ def bench_segmenter_setting(
     overlay_ms, convert_ms = [], []
     for _ in range(options.iterations):
         begin = time.perf_counter()
-        overlay = draw_overlay(frame, last.label_map, last.labels)
+        overlay = draw_overlay(frame, last.label_map, last.labels, last.areas)
         overlay_ms.append((time.perf_counter() - begin) * 1000.0)
         if convert is not None:
             begin = time.perf_counter()
