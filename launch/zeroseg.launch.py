@@ -1,11 +1,14 @@
 """Launch the zeroseg node (and optionally RViz) on a camera topic.
 
     ros2 launch zeroseg_ros zeroseg.launch.py image:=/camera/image_raw queries:="person, traffic cone"
+    ros2 launch zeroseg_ros zeroseg.launch.py cameras:=front,left images:=/cam_front/image_raw,/cam_left/image_raw
 
 Arguments: image (camera topic), depth and camera_info (with use_depth:=true: the registered depth image and
 the colour camera's info; camera_info defaults to the one beside image), params_file, namespace (where the
 node's topics live: <namespace>/mask, /overlay, ...), rviz (open config/zeroseg.rviz with the input, colour
-mask and overlay), fastdds_profile (the Fast DDS profile of the processes launched here:
+mask and overlay; with cameras, the first camera's), images (with the cameras parameter: one image topic per
+camera, comma separated, in the cameras' order; camera C's C/image, C/image/compressed and C/camera_info are
+remapped to it and beside it), fastdds_profile (the Fast DDS profile of the processes launched here:
 config/fastdds_large_frames.xml unless one is exported; a file; or none), and the node parameters of
 NODE_PARAMETER_ARGUMENTS (queries, model, device, short_side, reliable, use_compressed, ...). A node parameter
 argument left empty (the default) is not passed at all, so params_file decides it. Works on Humble, Jazzy and Kilted.
@@ -23,7 +26,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from zeroseg_ros.ros.params import PARAMETERS, ParamValue
+from zeroseg_ros.core.errors import ConfigError
+from zeroseg_ros.ros.params import PARAMETERS, ParamValue, parse_camera_names
 from zeroseg_ros.ros.transport import FASTDDS_PROFILE_VARIABLES, fastdds_environment
 
 PACKAGE = "zeroseg_ros"
@@ -48,6 +52,8 @@ NODE_PARAMETER_ARGUMENTS = (
     "max_rate",
     "reliable",
     "use_compressed",
+    "cameras",
+    "max_batch",
     "quick_gelu",
     "use_depth",
     "publish_mask_compressed",
@@ -123,6 +129,36 @@ def params_file_value(params_file: str, name: str) -> object:
     return None
 
 
+def beside(image: str, name: str) -> str:
+    """image_transport's convention: a topic beside the image (/camera/image_raw -> /camera/camera_info)."""
+    return f"{image.rsplit('/', 1)[0]}/{name}"
+
+
+def camera_remappings(cameras_text: str, images_text: str) -> list[tuple[str, str]]:
+    """Each camera's C/image, C/image/compressed and C/camera_info remapped to its topic in ``images_text`` (one
+    per camera, in the cameras' order) and beside it; none when no images are given."""
+    try:
+        cameras = parse_camera_names(cameras_text)
+    except ConfigError as error:
+        raise LaunchArgumentError(f"launch argument cameras:={cameras_text!r}: {error}") from None
+    images = [image.strip() for image in images_text.split(",") if image.strip()]
+    if not images:
+        return []
+    if len(images) != len(cameras):
+        raise LaunchArgumentError(
+            f"launch argument images:={images_text!r} names {len(images)} topics for {len(cameras)} cameras "
+            f"({', '.join(cameras) or 'none'}): give one image topic per camera, in the same order"
+        )
+    remappings = []
+    for camera, image in zip(cameras, images, strict=True):
+        remappings += [
+            (f"{camera}/image", image),
+            (f"{camera}/image/compressed", f"{image}/compressed"),
+            (f"{camera}/camera_info", beside(image, "camera_info")),
+        ]
+    return remappings
+
+
 def fastdds_profile_env(environment: Mapping[str, str], profile: str) -> dict[str, str]:
     """The Fast DDS variables to add to the environment of the processes launched here.
 
@@ -147,11 +183,12 @@ def _launch_setup(context: LaunchContext) -> list:
         return LaunchConfiguration(name).perform(context)
 
     image = argument("image")
-    # image_transport's convention: the camera info beside the image (/camera/image_raw -> /camera/camera_info).
-    camera_info = argument("camera_info").strip() or f"{image.rsplit('/', 1)[0]}/camera_info"
+    camera_info = argument("camera_info").strip() or beside(image, "camera_info")
     namespace = argument("namespace").strip("/")
     params_file = argument("params_file")
     overrides = node_parameter_overrides({name: argument(name) for name in NODE_PARAMETER_ARGUMENTS})
+    cameras = str(overrides.get("cameras", params_file_value(params_file, "cameras") or ""))
+    per_camera = camera_remappings(cameras, argument("images"))
     # Later entries override earlier ones (launch_ros Node's `parameters`: "the last definition of a parameter
     # takes effect"; launch_ros actions/node.py, f9ab9371). The node's name is fully qualified here
     # (namespace and name given), so launch_ros writes the dict under /<namespace>/zeroseg, which also wins
@@ -176,6 +213,7 @@ def _launch_setup(context: LaunchContext) -> list:
                 ("image/compressed", f"{image}/compressed"),
                 ("depth", argument("depth")),
                 ("camera_info", camera_info),
+                *per_camera,
             ],
             additional_env=environment,
             output="screen",
@@ -183,6 +221,10 @@ def _launch_setup(context: LaunchContext) -> list:
         )
     ]
     if parse_bool("rviz", argument("rviz")):
+        # With cameras RViz shows the first one: its input topic and its outputs under its name.
+        first = next(iter(parse_camera_names(cameras)), "")
+        shown = dict(per_camera).get(f"{first}/image", f"{prefix}/{first}/image") if first else image
+        outputs = f"{prefix}/{first}" if first else prefix
         use_compressed = overrides.get("use_compressed", params_file_value(params_file, "use_compressed"))
         rviz_config = RVIZ_CONFIG_COMPRESSED if use_compressed is True else RVIZ_CONFIG_RAW
         # The RViz files show fixed placeholder topics; remapping them follows the image and namespace arguments.
@@ -193,10 +235,10 @@ def _launch_setup(context: LaunchContext) -> list:
                 name="zeroseg_rviz",
                 arguments=["-d", PathJoinSubstitution([FindPackageShare(PACKAGE), "config", rviz_config])],
                 remappings=[
-                    (RVIZ_INPUT_TOPIC, image),
-                    (RVIZ_INPUT_COMPRESSED_TOPIC, f"{image}/compressed"),
-                    (RVIZ_OVERLAY_TOPIC, f"{prefix}/overlay"),
-                    (RVIZ_MASK_COLOR_TOPIC, f"{prefix}/mask_color"),
+                    (RVIZ_INPUT_TOPIC, shown),
+                    (RVIZ_INPUT_COMPRESSED_TOPIC, f"{shown}/compressed"),
+                    (RVIZ_OVERLAY_TOPIC, f"{outputs}/overlay"),
+                    (RVIZ_MASK_COLOR_TOPIC, f"{outputs}/mask_color"),
                 ],
                 additional_env=environment,
                 output="screen",
@@ -226,6 +268,13 @@ def generate_launch_description() -> LaunchDescription:
                 "camera_info",
                 default_value="",
                 description="the colour camera's CameraInfo (use_depth:=true); empty: camera_info beside image",
+            ),
+            DeclareLaunchArgument(
+                "images",
+                default_value="",
+                description="with cameras: one image topic per camera, comma separated, in the cameras' order "
+                "(C/image, C/image/compressed and C/camera_info are remapped to it and beside it); empty: C/image "
+                "in the namespace",
             ),
             DeclareLaunchArgument(
                 "params_file",

@@ -110,6 +110,13 @@ status=0
     --sizes 320x240,640x480,1280x720,1920x1080 --short-side 224 --iterations 200 --warmup 20 --no-naive \
     --json "$OUT/bench_gpu_224.json" 2>&1 | tee -a "$LOG" || status=1
 
+# 2b. Several cameras, one model: batches of 1, 2, 4, 6, 8 frames of 640x480 at short side 448, fp16 (CUDA graphs
+#     per batch size): frames/s per batch size and each camera's latency p50/p95 (goal: batch 6 >= 1.6 x the
+#     frames/s of single frames).
+"$PYTHON" -m zeroseg_ros.tools.bench --batches 1,2,4,6,8 --random-weights --device cuda --precision fp16 \
+    --sizes 640x480 --short-side 448 --iterations 100 --warmup 10 --no-naive \
+    --json "$OUT/bench_gpu_batches.json" 2>&1 | tee -a "$LOG" || status=1
+
 # 3. The node end to end (publisher -> node -> subscriber, 640x480 frames) at the setting.
 if ros_env && ros_round_trip 2>&1 | tee -a "$LOG"; then
     transport=()  # best-effort frames as a camera sends them, through the large-frames profile
@@ -124,6 +131,12 @@ if ros_env && ros_round_trip 2>&1 | tee -a "$LOG"; then
             tail -40 /tmp/zeroseg_bench_node.log >> "$LOG"
         fi
     done
+    # One node, four cameras at 30 Hz each (the runs above are one camera): frames/s in total and per camera.
+    if ! "$PYTHON" -m zeroseg_ros.tools.bench --ros --random-weights --device cuda --precision fp16 --short-side 448 \
+        --cameras 4 --rate 30 --duration 10 "${transport[@]}" --json "$OUT/bench_ros_gpu_4cam.json" >> "$LOG" 2>&1; then
+        status=1
+        tail -40 /tmp/zeroseg_bench_node.log >> "$LOG"
+    fi
 else
     echo "ROS 2 wheels missing or not working: node end-to-end benchmark skipped" | tee -a "$LOG"
     status=1

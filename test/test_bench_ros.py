@@ -32,3 +32,25 @@ def test_ros_benchmark_smoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p95"] < 5000
     assert 0 < report["output_rate_hz"] <= 5.0 * 1.3
     assert report["method"] == "scclip" and report["device"] == "cpu"
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(240)
+def test_ros_benchmark_with_two_cameras_reports_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZEROSEG_BENCH_LOGS", str(tmp_path))
+    report_path = tmp_path / "ros.json"
+    argv = ["--ros", "--random-weights", "--model", "ViT-S-32", "--device", "cpu", "--short-side", "64"]
+    argv += ["--templates", "none", "--queries", "cat, dog", "--rate", "5", "--duration", "3", "--reliable"]
+    assert bench_cli.main([*argv, "--cameras", "2", "--json", str(report_path)]) == 0
+    report = json.loads(report_path.read_text())
+    assert report["cameras"] == 2 and report["frames_published"] >= 20
+    cameras = report["per_camera"]
+    assert set(cameras) == {"cam0", "cam1"}
+    assert sum(camera["masks_received"] for camera in cameras.values()) == report["masks_received"]
+    for camera in cameras.values():
+        # Reliable QoS: every frame of the camera reaches the node (and one priming frame); a node slower than
+        # 5 Hz on a busy machine replaces some of them, counted on the camera's own status.
+        assert camera["frames_received_by_node"] >= report["frames_published"] // 2
+        assert camera["masks_received"] >= 1 and camera["frames_dropped"] >= 0
+        assert camera["share"] == pytest.approx(0.5, abs=0.2)
+    assert report["node_rss_mib"] > 100 and report["node_peak_rss_mib"] >= report["node_rss_mib"]

@@ -22,11 +22,11 @@ from zeroseg_ros.ros.params import PARAMETERS
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "zeroseg.launch.py"
 # Launch arguments of the launch file itself; the node parameter arguments are NODE_PARAMETER_ARGUMENTS.
-LAUNCH_ARGUMENTS = {"image", "depth", "camera_info", "params_file", "namespace", "rviz", "fastdds_profile"}
+LAUNCH_ARGUMENTS = {"image", "depth", "camera_info", "images", "params_file", "namespace", "rviz", "fastdds_profile"}
 NODE_PARAMETER_ARGUMENTS = {
     "queries", "model", "pretrained", "checkpoint", "cache_dir", "random_weights", "image_encoder_engine", "device",
     "precision", "onednn", "method", "short_side", "probability_threshold", "max_rate", "reliable", "use_compressed",
-    "quick_gelu", "use_depth", "publish_mask_compressed", "publish_overlay_compressed",
+    "quick_gelu", "use_depth", "publish_mask_compressed", "publish_overlay_compressed", "cameras", "max_batch",
 }  # fmt: skip
 RVIZ_FILES = ("zeroseg.rviz", "zeroseg_compressed.rviz")
 RVIZ_PLACEHOLDERS = {"/zeroseg_rviz/input", "/zeroseg_rviz/mask_color", "/zeroseg_rviz/overlay"}
@@ -171,7 +171,8 @@ def test_launch_file_starts_an_installed_executable_with_installed_files() -> No
 def test_launch_remaps_only_topics_the_node_subscribes_to() -> None:
     remappings = keyword_value(zeroseg_node_call(launch_tree()), "remappings", {})
     assert isinstance(remappings, ast.List)
-    sources = {pair.elts[0].value for pair in remappings.elts}
+    # The single camera's topics; the cameras' (C/image, ...) follow as *per_camera (camera_remappings, below).
+    sources = {pair.elts[0].value for pair in remappings.elts if not isinstance(pair, ast.Starred)}
     assert sources == {"image", "image/compressed", "depth", "camera_info"}
     assert sources <= node_subscriptions()
 
@@ -469,3 +470,48 @@ def test_depth_and_camera_info_are_remapped_beside_the_image(
         "depth": "/front/depth",
         "camera_info": camera_info,
     }
+
+
+def test_each_camera_is_remapped_to_its_image_and_rviz_shows_the_first(
+    stub_launch: types.ModuleType, params_file: Path
+) -> None:
+    arguments = launch_arguments(
+        stub_launch,
+        params_file,
+        cameras="front, left",
+        images="/cam_front/image_raw, /cam_left/color/image_raw",
+        rviz="true",
+        namespace="perception",
+    )
+    node, rviz = run_setup(stub_launch, arguments, {})
+    remappings = dict(node.kwargs["remappings"])
+    assert {name: remappings[name] for name in remappings if name.startswith(("front/", "left/"))} == {
+        "front/image": "/cam_front/image_raw",
+        "front/image/compressed": "/cam_front/image_raw/compressed",
+        "front/camera_info": "/cam_front/camera_info",
+        "left/image": "/cam_left/color/image_raw",
+        "left/image/compressed": "/cam_left/color/image_raw/compressed",
+        "left/camera_info": "/cam_left/color/camera_info",
+    }
+    assert node.kwargs["parameters"][-1]["cameras"] == "front, left"
+    # params_file says use_compressed: true, so RViz takes the compressed input.
+    assert dict(rviz.kwargs["remappings"]) == {
+        "/zeroseg_rviz/input": "/cam_front/image_raw",
+        "/zeroseg_rviz/input/compressed": "/cam_front/image_raw/compressed",
+        "/zeroseg_rviz/overlay": "/perception/front/overlay",
+        "/zeroseg_rviz/mask_color": "/perception/front/mask_color",
+    }
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"cameras": "front, left", "images": "/cam_front/image_raw"}, "1 topics for 2 cameras"),
+        ({"cameras": "front, front", "images": "/a/image, /b/image"}, "front is given more than once"),
+    ],
+)
+def test_images_that_do_not_match_the_cameras_stop_the_launch(
+    stub_launch: types.ModuleType, params_file: Path, given: dict[str, str], message: str
+) -> None:
+    with pytest.raises(stub_launch.LaunchArgumentError, match=message):
+        run_setup(stub_launch, launch_arguments(stub_launch, params_file, **given), {})

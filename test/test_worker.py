@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -45,13 +45,13 @@ class StandInSegmenter:
             raise InvalidQueryError("no queries")
         self.labels = labels
 
-    def warmup(self, sizes: Any, overlay_alpha: Any) -> None:
+    def warmup(self, sizes: Any, overlay_alpha: Any, batch_sizes: Any = (1,)) -> None:
         self.warmups.append(list(sizes))
 
 
 class Handler:
-    """Records what the worker tells it; ``process_frame`` returns the size given for a frame in ``sizes`` and
-    records the segmenter's settings it ran with."""
+    """Records what the worker tells it; ``process_batch`` returns the size given for each frame in ``sizes`` and
+    records the segmenter's settings they ran with."""
 
     def __init__(self, segmenter: StandInSegmenter | None = None) -> None:
         self.events: list[tuple[str, Any]] = []
@@ -84,11 +84,12 @@ class Handler:
                 self.events
             )
 
-    def process_frame(self, frame: Frame) -> tuple[int, int] | None:
-        if self.segmenter is not None:
-            self.settings_of_frames[frame.msg] = dict(self.segmenter.config)
-        self._record("frame", frame.msg)
-        return self.sizes.get(frame.msg)
+    def process_batch(self, frames: Sequence[Frame]) -> list[tuple[int, int] | None]:
+        for frame in frames:
+            if self.segmenter is not None:
+                self.settings_of_frames[frame.msg] = dict(self.segmenter.config)
+            self._record("frame", frame.msg)
+        return [self.sizes.get(frame.msg) for frame in frames]
 
     def segmenter_changes(self, parameters: dict[str, Any]) -> dict[str, object]:
         return dict(parameters)
@@ -139,7 +140,7 @@ def test_a_frame_that_arrives_while_another_waits_replaces_it() -> None:
         worker.stop()
 
 
-def test_max_rate_holds_the_newest_frame_back_newer_ones_replace_it_and_drop_frame_forgets_it() -> None:
+def test_max_rate_holds_the_newest_frame_back_newer_ones_replace_it_and_drop_frames_forgets_it() -> None:
     segmenter, handler = StandInSegmenter(), Handler()
     rate = [0.01]  # one frame per 100 s: the second frame waits
     worker = make_worker(segmenter, handler, max_rate=lambda: rate[0])
@@ -151,7 +152,7 @@ def test_max_rate_holds_the_newest_frame_back_newer_ones_replace_it_and_drop_fra
         assert worker.put_frame(Frame("third", 0.0)) is True  # replaces the one held back
         time.sleep(SETTLE_S)
         assert handler.frames() == ["first"]
-        assert worker.drop_frame() is True  # the node stopped taking frames: the held frame is forgotten
+        assert worker.drop_frames() == [""]  # the node stopped taking frames: the held frame is forgotten
         rate[0] = 0.0  # no limit: applies from the next frame
         assert worker.put_frame(Frame("fourth", 0.0)) is False
         handler.wait_for_count("frame", 2)

@@ -75,9 +75,11 @@ class FrameCounts:
 
 class FrameStatistics:
     """Frames received, dropped (replaced in the mailbox), lost in the middleware, rejected and published; the
-    input and output rates; the latency from reception to publication of the last ``LATENCY_WINDOW`` frames."""
+    input and output rates; the latency from reception to publication of the last ``LATENCY_WINDOW`` frames.
+    A camera's statistics count into the node's too (``parent``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: FrameStatistics | None = None) -> None:
+        self._parent = parent
         self._lock = threading.Lock()
         self._received = 0
         self._dropped = 0
@@ -91,6 +93,8 @@ class FrameStatistics:
         self.output_rate = RateCounter()
 
     def frame_received(self, replaced_waiting_frame: bool) -> None:
+        if self._parent is not None:
+            self._parent.frame_received(replaced_waiting_frame)
         self.input_rate.tick()
         with self._lock:
             self._received += 1
@@ -98,11 +102,15 @@ class FrameStatistics:
 
     def frames_lost(self, count: int) -> int:
         """Adds the middleware's count of frames that never reached the node; returns the total."""
+        if self._parent is not None:
+            self._parent.frames_lost(count)
         with self._lock:
             self._lost_in_transport += count
             return self._lost_in_transport
 
     def frame_rejected(self, reason: str) -> None:
+        if self._parent is not None:
+            self._parent.frame_rejected(reason)
         with self._lock:
             self._rejected += 1
             self._last_rejection = reason
@@ -113,6 +121,8 @@ class FrameStatistics:
             self._last_rejection = reason
 
     def frame_published(self, latency_ms: float) -> None:
+        if self._parent is not None:
+            self._parent.frame_published(latency_ms)
         with self._lock:
             self._published += 1
             self._latencies_ms.append(latency_ms)
@@ -304,5 +314,7 @@ def segmentation_status(
         "frames_rejected": str(counts.rejected),
         "last_rejection": counts.last_rejection,
     }
+    if health is not None:  # how stale the input is: whole diagnostics periods without a frame, once frames came
+        values["seconds_without_frames"] = f"{health.periods_without_input * period_s:.1f}"
     status.values = [KeyValue(key=key, value=value) for key, value in values.items()]
     return status

@@ -15,6 +15,11 @@ Topics (relative, so a namespace or remap places them): ``image`` or ``image/com
 vision_msgs is installed) and optionally ``mask/compressed`` and ``overlay/compressed`` out; ``/diagnostics``
 once a period. Services: ``set_queries`` (zeroseg_ros/srv/SetQueries), ``enable`` (std_srvs/srv/SetBool) and
 the lifecycle services.
+
+Several cameras (the ``cameras`` parameter, e.g. ``front, left``): camera C reads ``C/image`` (``C/depth``,
+``C/camera_info``) and publishes every per-frame output under ``C/``; the queries, labels, services and
+parameters stay the node's. Each camera has its own mailbox, outputs, counters and /diagnostics status
+(``_Camera``); the worker segments the waiting frames of all cameras as one batch.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterType, SetParametersResult
@@ -61,7 +68,7 @@ from zeroseg_ros.ros.diagnostics import (
     segmenter_values,
 )
 from zeroseg_ros.ros.image_codec import compressed_to_segmenter_input, image_to_segmenter_input
-from zeroseg_ros.ros.outputs import FrameOutputs, LabelOutputs
+from zeroseg_ros.ros.outputs import FrameOutputs, LabelOutputs, camera_topic
 from zeroseg_ros.ros.params import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
@@ -70,6 +77,7 @@ from zeroseg_ros.ros.params import (
     coerce,
     descriptor,
     model_config,
+    parse_camera_names,
     segmenter_config,
 )
 from zeroseg_ros.ros.qos import QUERIES_QOS, camera_qos
@@ -96,6 +104,22 @@ def _failed(reason: str) -> SetParametersResult:
     return SetParametersResult(successful=False, reason=reason)
 
 
+@dataclass
+class _Camera:
+    """One camera of the node: its name ("" for the node's own topics), counters (counted into the node's too),
+    health, subscription and outputs."""
+
+    name: str
+    statistics: FrameStatistics
+    health: HealthMonitor = field(default_factory=HealthMonitor)
+    subscription: Any = None  # while active and enabled
+    outputs: FrameOutputs | None = None  # while configured
+    spatial: SpatialOutputs | None = None  # objects, markers, points, heatmap: while active and enabled
+
+    def topic(self, name: str) -> str:
+        return camera_topic(self.name, name)
+
+
 class ZerosegNode(LifecycleNode):
     """See the module docstring. Construction declares and checks the parameters (ConfigError or
     InvalidQueryError on a bad one) and creates the queries subscription, the services and the diagnostics
@@ -115,14 +139,16 @@ class ZerosegNode(LifecycleNode):
         self.segmenter: Segmenter | None = None
         self.worker: InferenceWorker | None = None
         self.configure_error: ZerosegError | None = None
-        self.statistics = FrameStatistics()
+        self.statistics = FrameStatistics()  # the node's: every camera's frames and the refused requests
         self.health = HealthMonitor()
+        names = parse_camera_names(str(self._values["cameras"]))
+        self.cameras = {
+            name: _Camera(name, FrameStatistics(parent=self.statistics) if name else self.statistics)
+            for name in names or ("",)
+        }
         self._state = PrimaryState.UNCONFIGURED
         self._enabled = True
-        self._camera_subscription: Any = None
-        self.spatial: SpatialOutputs | None = None  # objects, markers, points, heatmap: while active
-        self._publishing = threading.Lock()  # held by the inference thread while it publishes a frame
-        self._frame_outputs: FrameOutputs | None = None  # while configured
+        self._publishing = threading.Lock()  # held by the inference thread while it publishes frames
         self._label_outputs: LabelOutputs | None = None  # while configured
         self._hardware_id = ""
         self._large_frames_profile = config_file(LARGE_FRAMES_PROFILE)  # named in the lost-frames warning
@@ -258,7 +284,8 @@ class ZerosegNode(LifecycleNode):
             f"method {segmenter.config.method}; {segmenter.choices}"
         )
         self.get_logger().info(f"hardware: {self._hardware_id}")
-        self._frame_outputs = FrameOutputs(self, self._values)
+        for camera in self.cameras.values():
+            camera.outputs = FrameOutputs(self, self._values, camera.name)
         self._label_outputs = LabelOutputs(self, self._values)
         self.worker = InferenceWorker(
             segmenter,
@@ -267,6 +294,8 @@ class ZerosegNode(LifecycleNode):
             overlay_alpha=self._overlay_alpha,
             warmup_sizes=parse_frame_sizes(str(values["warmup_sizes"])),
             is_running=self.context.ok,
+            max_batch=lambda: int(self._values["max_batch"]),
+            warmup_batch_sizes=sorted({1, min(len(self.cameras), int(values["max_batch"]))}),
         )
         if self._queries_text.strip():
             self.worker.put_queries(self._queries_text)
@@ -278,8 +307,7 @@ class ZerosegNode(LifecycleNode):
         result = super().on_activate(state)  # activates the lifecycle publishers
         self._state = PrimaryState.ACTIVE
         if self._enabled:
-            self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)
-            self._create_camera_subscription()
+            self._start_cameras()
         # Latched topics: queries applied while inactive were not published.
         if self.segmenter is not None and self.segmenter.labels and self._label_outputs is not None:
             self._label_outputs.publish(self.segmenter.labels)
@@ -314,7 +342,7 @@ class ZerosegNode(LifecycleNode):
 
     def _stop_camera(self) -> None:
         """No camera input and no spatial outputs (deactivate, enable false); the model stays loaded."""
-        self._destroy_camera_subscription()
+        self._destroy_camera_subscriptions()
         self._destroy_spatial()
 
     def _release(self) -> None:
@@ -322,10 +350,12 @@ class ZerosegNode(LifecycleNode):
         if self.worker is not None:
             self.worker.stop()
             self.worker = None
-        for outputs in (self._frame_outputs, self._label_outputs):
+        for outputs in (*(camera.outputs for camera in self.cameras.values()), self._label_outputs):
             if outputs is not None:
                 outputs.destroy()
-        self._frame_outputs = self._label_outputs = None
+        for camera in self.cameras.values():
+            camera.outputs = None
+        self._label_outputs = None
         device = self.segmenter.device if self.segmenter is not None else None
         self.segmenter = None
         gc.collect()
@@ -334,37 +364,54 @@ class ZerosegNode(LifecycleNode):
 
             torch.cuda.empty_cache()
 
-    def _create_camera_subscription(self) -> None:
-        """The camera subscription (on activate, and on enable), with the middleware's lost-message count when
-        it reports one."""
-        if self._camera_subscription is not None:
+    def _start_cameras(self) -> None:
+        """Every camera's subscription and spatial outputs (on activate, and on enable)."""
+        for camera in self.cameras.values():
+            if camera.spatial is None:
+                camera.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S, camera.name)
+            self._create_camera_subscription(camera)
+
+    def _create_camera_subscription(self, camera: _Camera) -> None:
+        """A camera's subscription, with the middleware's lost-message count when it reports one."""
+        if camera.subscription is not None:
             return
         compressed, qos = bool(self._values["use_compressed"]), camera_qos(bool(self._values["reliable"]))
         msg_type, topic = (CompressedImage, COMPRESSED_IMAGE_TOPIC) if compressed else (Image, IMAGE_TOPIC)
-        events = SubscriptionEventCallbacks(message_lost=self._on_frames_lost)
+        topic = camera.topic(topic)
+
+        def on_image(msg: Image | CompressedImage) -> None:
+            self._on_image(camera, msg)
+
+        def on_lost(info: QoSMessageLostInfo) -> None:
+            self._on_frames_lost(camera, info)
+
         try:
-            self._camera_subscription = self.create_subscription(
-                msg_type, topic, self._on_image, qos, event_callbacks=events
+            camera.subscription = self.create_subscription(
+                msg_type, topic, on_image, qos, event_callbacks=SubscriptionEventCallbacks(message_lost=on_lost)
             )
         except UnsupportedEventTypeError:
             self.get_logger().info("this middleware does not report lost frames: frames_lost_in_transport stays 0")
-            self._camera_subscription = self.create_subscription(msg_type, topic, self._on_image, qos)
+            camera.subscription = self.create_subscription(msg_type, topic, on_image, qos)
+        camera.health.reset()
         self.health.reset()
 
-    def _destroy_camera_subscription(self) -> None:
-        """No camera subscription: no bandwidth, no inference; the frame waiting in the mailbox is dropped."""
-        if self._camera_subscription is not None:
-            self.destroy_subscription(self._camera_subscription)
-            self._camera_subscription = None
+    def _destroy_camera_subscriptions(self) -> None:
+        """No camera subscriptions: no bandwidth, no inference; the frames waiting in the mailboxes are dropped."""
+        for camera in self.cameras.values():
+            if camera.subscription is not None:
+                self.destroy_subscription(camera.subscription)
+                camera.subscription = None
         if self.worker is not None:
-            self.worker.drop_frame()
+            self.worker.drop_frames()
 
     def _destroy_spatial(self) -> None:
-        """Removes the spatial outputs once the inference thread has finished publishing its frame."""
+        """Removes the spatial outputs once the inference thread has finished publishing its frames."""
         with self._publishing:
-            spatial, self.spatial = self.spatial, None
-        if spatial is not None:
-            spatial.destroy()
+            spatial = [camera.spatial for camera in self.cameras.values() if camera.spatial is not None]
+            for camera in self.cameras.values():
+                camera.spatial = None
+        for outputs in spatial:
+            outputs.destroy()
 
     def _engine(self, values: dict[str, ParamValue]) -> ImageEncoder | None:
         """The exported image encoder named by ``image_encoder_engine``; its method replaces ``method`` (the
@@ -384,22 +431,27 @@ class ZerosegNode(LifecycleNode):
         return engine
 
     # ------------------------------------------------------------------ inputs (executor threads)
-    def _on_frames_lost(self, info: QoSMessageLostInfo) -> None:
-        lost = self.statistics.frames_lost(info.total_count_change)
+    def _on_frames_lost(self, camera: _Camera, info: QoSMessageLostInfo) -> None:
+        lost = camera.statistics.frames_lost(info.total_count_change)
         self.get_logger().warning(
-            f"{lost} camera frames were lost in the middleware before reaching this node. Fast DDS loses every "
-            "best-effort frame larger than the publisher's shared-memory segment (512 KiB by default): start the "
-            f"camera with FASTDDS_DEFAULT_PROFILES_FILE={self._large_frames_profile} (Humble, Jazzy: "
+            f"{lost} camera frames{self._of(camera)} were lost in the middleware before reaching this node. Fast DDS "
+            "loses every best-effort frame larger than the publisher's shared-memory segment (512 KiB by default): "
+            f"start the camera with FASTDDS_DEFAULT_PROFILES_FILE={self._large_frames_profile} (Humble, Jazzy: "
             "FASTRTPS_DEFAULT_PROFILES_FILE), or publish reliable and set reliable:=true (README: Image transport)",
             throttle_duration_sec=LOG_THROTTLE_S,
         )
 
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    @staticmethod
+    def _of(camera: _Camera) -> str:
+        """`` of camera front`` for a named camera, nothing for the node's own."""
+        return f" of camera {camera.name}" if camera.name else ""
+
+    def _on_image(self, camera: _Camera, msg: Image | CompressedImage) -> None:
         worker = self.worker
         if worker is None or self._state != PrimaryState.ACTIVE or not self._enabled:
             return
-        replaced = worker.put_frame(Frame(msg, time.monotonic()))
-        self.statistics.frame_received(replaced_waiting_frame=replaced)
+        replaced = worker.put_frame(Frame(msg, time.monotonic(), camera.name))
+        camera.statistics.frame_received(replaced_waiting_frame=replaced)
 
     def _check_queries(self, text: str, values: dict[str, ParamValue]) -> str | None:
         """Why ``text`` cannot be used as the queries with these parameter values (None when it can): the core's
@@ -475,9 +527,7 @@ class ZerosegNode(LifecycleNode):
             self._stop_camera()  # depth and camera_info too
             response.message = "disabled: camera unsubscribed"
         elif self._state == PrimaryState.ACTIVE:
-            if self.spatial is None:
-                self.spatial = SpatialOutputs(self, self._values, LOG_THROTTLE_S)
-            self._create_camera_subscription()
+            self._start_cameras()
             response.message = "enabled: camera subscribed"
         else:
             response.message = f"enabled: the camera is subscribed once the node is active (now {self._state.value})"
@@ -539,28 +589,60 @@ class ZerosegNode(LifecycleNode):
         names = ", ".join(f"{width}x{height}" for height, width in sizes)
         self.get_logger().info(f"warmed up for {names} frames in {seconds * 1000:.0f} ms")
 
-    def process_frame(self, frame: Frame) -> tuple[int, int] | None:
-        segmenter, worker, outputs = self.segmenter, self.worker, self._frame_outputs
-        if segmenter is None or outputs is None or self._state != PrimaryState.ACTIVE:
-            return None
+    def process_batch(self, frames: Sequence[Frame]) -> list[tuple[int, int] | None]:
+        """Decodes each camera's frame (a refused one is counted on its camera only), segments them as one batch
+        and publishes each result on its camera's outputs with its frame's header."""
+        segmenter, worker = self.segmenter, self.worker
+        skipped: list[tuple[int, int] | None] = [None] * len(frames)
+        if segmenter is None or self._state != PrimaryState.ACTIVE:
+            return skipped
         if not segmenter.labels:
             if not self._warned_skipped_frames:
                 self.get_logger().warning(self._why_frames_are_skipped(worker.pending_queries if worker else None))
                 self._warned_skipped_frames = True
-            return None
+            return skipped
         max_pixels = int(self._values["max_pixels"])
-        if isinstance(frame.msg, CompressedImage):
-            pixels, order = compressed_to_segmenter_input(frame.msg, max_pixels)
-        else:
-            pixels, order = image_to_segmenter_input(frame.msg, max_pixels)
-        # The overlay is blended on the device with the rest of the pipeline; only the legend is drawn here.
-        result = segmenter.segment(pixels, "bgr" if order == "bgr" else "rgb", overlay_alpha=self._overlay_alpha())
+        decoded: list[tuple[Frame, np.ndarray, str]] = []
+        for frame in frames:
+            try:
+                if isinstance(frame.msg, CompressedImage):
+                    pixels, order = compressed_to_segmenter_input(frame.msg, max_pixels)
+                else:
+                    pixels, order = image_to_segmenter_input(frame.msg, max_pixels)
+            except ZerosegError as error:
+                self._frame_refused(self.cameras[frame.camera], str(error))
+                continue
+            decoded.append((frame, pixels, "bgr" if order == "bgr" else "rgb"))
+        if not decoded:
+            return skipped
+        try:
+            # The overlays are blended on the device with the rest of the pipeline; only the legend is drawn here.
+            results = segmenter.segment_batch(
+                [pixels for _, pixels, _ in decoded],
+                [order for _, _, order in decoded],
+                overlay_alpha=self._overlay_alpha(),
+                streams=[frame.camera for frame, _, _ in decoded],
+            )
+        except ZerosegError as error:  # the batch's frames were not segmented: each camera counts its own
+            for frame, _, _ in decoded:
+                self._frame_refused(self.cameras[frame.camera], str(error))
+            return skipped
+        sizes = {id(frame): pixels.shape[:2] for frame, pixels, _ in decoded}
         with self._publishing:
-            outputs.publish(frame.msg.header, order, result)
-            if self.spatial is not None:
-                self.spatial.publish(frame.msg.header, result)
-        self.statistics.frame_published((time.monotonic() - frame.received) * 1000.0)
-        return pixels.shape[:2]
+            for (frame, _, order), result in zip(decoded, results, strict=True):
+                camera = self.cameras[frame.camera]
+                if camera.outputs is not None:
+                    camera.outputs.publish(frame.msg.header, order, result)
+                if camera.spatial is not None:
+                    camera.spatial.publish(frame.msg.header, result)
+        now = time.monotonic()
+        for frame, _, _ in decoded:
+            self.cameras[frame.camera].statistics.frame_published((now - frame.received) * 1000.0)
+        return [sizes.get(id(frame)) for frame in frames]
+
+    def _frame_refused(self, camera: _Camera, reason: str) -> None:
+        camera.statistics.frame_rejected(reason)
+        self.get_logger().warning(f"frame{self._of(camera)} skipped: {reason}", throttle_duration_sec=LOG_THROTTLE_S)
 
     @staticmethod
     def _why_frames_are_skipped(pending_queries: str | None) -> str:
@@ -579,33 +661,43 @@ class ZerosegNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
-        counts = self.statistics.counts()
+        """The node's status and, with named cameras, one per camera (``<node>: camera <name>``)."""
         segmenter, worker = self.segmenter, self.worker
         warming_up = worker is not None and worker.warming_up
         has_queries = segmenter is not None and bool(segmenter.labels)
         pending_queries = worker.pending_queries if worker is not None else None
-        self.health.observe(counts, expecting_output=has_queries and not warming_up)
-        values = segmenter_values(segmenter, pending_queries)
-        values.update(self.statistics.rate_values())
-        subscription = self._camera_subscription
-        if subscription is not None:  # matched camera publishers: 0 means the camera topic is not connected
-            values["camera_publishers"] = str(subscription.get_publisher_count())
-        if self.spatial is not None:
-            values.update(self.spatial.diagnostic_values())
-        status = segmentation_status(
-            name=f"{self.get_fully_qualified_name()}: zero-shot segmentation",
-            hardware_id=self._hardware_id,
-            counts=counts,
-            has_queries=has_queries,
-            warming_up=warming_up,
-            values=values,
-            pending_queries=pending_queries,
-            health=self.health,
-            period_s=float(self._values["diagnostics_period"]),
-            state=self._state,
-            enabled=self._enabled,
-        )
-        array = DiagnosticArray(status=[status])
+        name = self.get_fully_qualified_name()
+        node_values = segmenter_values(segmenter, pending_queries)
+        statuses = []
+        for camera in [None, *(camera for camera in self.cameras.values() if camera.name)]:
+            # The node's own status: the single camera's inputs and outputs, or every camera's counted together.
+            own = camera is None
+            single = self.cameras.get("") if own else camera
+            statistics, health = (self.statistics, self.health) if own else (camera.statistics, camera.health)
+            counts = statistics.counts()
+            health.observe(counts, expecting_output=has_queries and not warming_up)
+            values = dict(node_values) if own else {"camera": camera.name}
+            values.update(statistics.rate_values())
+            if single is not None and single.subscription is not None:  # matched publishers: 0 is not connected
+                values["camera_publishers"] = str(single.subscription.get_publisher_count())
+            if single is not None and single.spatial is not None:
+                values.update(single.spatial.diagnostic_values())
+            statuses.append(
+                segmentation_status(
+                    name=f"{name}: zero-shot segmentation" if own else f"{name}: camera {camera.name}",
+                    hardware_id=self._hardware_id,
+                    counts=counts,
+                    has_queries=has_queries,
+                    warming_up=warming_up,
+                    values=values,
+                    pending_queries=pending_queries,
+                    health=health,
+                    period_s=float(self._values["diagnostics_period"]),
+                    state=self._state,
+                    enabled=self._enabled,
+                )
+            )
+        array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(array)
 

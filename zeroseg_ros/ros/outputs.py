@@ -6,7 +6,8 @@
 ``labels`` and ``label_info`` topics. The message builders are plain functions of a result and a header, so
 that anything that must equal the node's output (a recorded bag, a test) builds it the same way.
 
-Both read the node's live parameter table at every call: run-time changes apply from the next frame.
+Both read the node's live parameter table at every call: run-time changes apply from the next frame. A node
+with several cameras has one ``FrameOutputs`` per camera, its topics under the camera's name (``front/mask``).
 """
 
 from __future__ import annotations
@@ -86,12 +87,18 @@ def segmentation_message(result: SegmentationResult, header: Any, mask: Image) -
     return msg
 
 
+def camera_topic(camera: str, name: str) -> str:
+    """Topic ``name`` of ``camera``: under the camera's name (``front/mask``), or the node's own for ``""``."""
+    return f"{camera}/{name}" if camera else name
+
+
 # ---------------------------------------------------------------------------- publishers
 class FrameOutputs:
-    """The per-frame outputs of one camera (see the module docstring); created on configure, published only
-    while the node is active (lifecycle publishers), destroyed on cleanup."""
+    """The per-frame outputs of one camera (see the module docstring; ``camera`` "" publishes on the node's own
+    topics); created on configure, published only while the node is active (lifecycle publishers), destroyed on
+    cleanup."""
 
-    def __init__(self, node: LifecycleNode, values: Mapping[str, Any]) -> None:
+    def __init__(self, node: LifecycleNode, values: Mapping[str, Any], camera: str = "") -> None:
         self._node = node
         self._values = values
         topics: dict[str, tuple[type, QoSProfile]] = {
@@ -110,7 +117,8 @@ class FrameOutputs:
                 "segmentation topic is not published; mask, confidence, overlay and labels are."
             )
         self._publishers = {
-            topic: node.create_lifecycle_publisher(msg_type, topic, qos) for topic, (msg_type, qos) in topics.items()
+            topic: node.create_lifecycle_publisher(msg_type, camera_topic(camera, topic), qos)
+            for topic, (msg_type, qos) in topics.items()
         }
 
     def publish(self, header: Any, order: str, result: SegmentationResult) -> None:

@@ -7,6 +7,7 @@ read it without ROS. ``descriptor`` turns each entry into the ParameterDescripto
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +32,31 @@ ParamValue = bool | int | float | str
 
 _MODEL = ModelConfig()
 _SEGMENTER = SegmenterConfig()
+
+# A relative ROS name: tokens of letters, digits and underscores (not starting with a digit, no "__"), joined by
+# single slashes; it becomes the namespace of a camera's topics.
+_ROS_NAME_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def parse_camera_names(text: str) -> tuple[str, ...]:
+    """``"front, left, right"`` -> ``("front", "left", "right")``; ``""`` -> no cameras (the node's own topics).
+    Raises ConfigError on a name that is empty, repeated or not a relative ROS name."""
+    if not text.strip():
+        return ()
+    names = tuple(name.strip() for name in text.split(","))
+    for name in names:
+        if not name:
+            raise ConfigError(f"camera names must not be empty, got {text!r}; separate names by single commas")
+        tokens = name.split("/")
+        if not all(_ROS_NAME_TOKEN.fullmatch(token) and "__" not in token for token in tokens):
+            raise ConfigError(
+                f"camera name {name!r} is not a relative ROS name: use letters, digits and underscores (not first "
+                "a digit, no double underscore), tokens joined by single slashes, e.g. front or car/front_left"
+            )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"camera names must differ, {', '.join(repeated)} is given more than once in {text!r}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -219,9 +245,27 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("use_compressed", False, "Subscribe to image/compressed (jpeg/png) instead of image.", runtime=False),
     ParamSpec(
+        "cameras",
+        "",
+        'Cameras one node segments with one model, comma separated, e.g. "front, left, right": camera C reads '
+        "C/image (C/image/compressed, C/depth, C/camera_info) and publishes every per-frame output under C/ "
+        "(C/mask, C/overlay, C/objects, ...); queries, labels and services stay the node's. Frames of all "
+        "cameras go through the model as one batch (max_batch). Empty: one camera on the node's own topics.",
+        runtime=False,
+        parse=parse_camera_names,
+    ),
+    ParamSpec(
+        "max_batch",
+        8,
+        "Most frames (one per camera) segmented together in one pass; cameras beyond it take turns.",
+        runtime=True,
+        minimum=1,
+        maximum=64,
+    ),
+    ParamSpec(
         "max_rate",
         0.0,
-        "Most frames segmented per second (0: as fast as the model goes). Frames in between are dropped.",
+        "Most frames segmented per second, per camera (0: as fast as the model goes). Frames in between are dropped.",
         runtime=True,
         minimum=0.0,
         maximum=1000.0,

@@ -1,11 +1,14 @@
-"""The node's inference thread, its one-slot mailbox, and the thread that prepares query changes.
+"""The node's inference thread, its one-slot mailboxes (one per camera), and the thread that prepares query changes.
 
-A frame that arrives while another waits replaces it (the caller counts it as dropped), so the output always
-belongs to the newest frame and no queue grows behind a slow model. Query and settings changes go to a second
+A frame that arrives while another of its camera waits replaces it (the caller counts it as dropped for that
+camera), so the output always belongs to the newest frame and no queue grows behind a slow model. Each pass
+takes the waiting frame of every camera, up to ``max_batch``, and the handler segments them as one batch; when
+more cameras wait than a pass takes, those served longest ago go first (then the frame waiting longest), so
+every camera gets its turn whatever its name or rate. Query and settings changes go to a second
 thread, which encodes their text beside the running pipeline (``Segmenter.set_queries`` holds the frame lock
 only to swap the result in): frames keep flowing with the old queries until the new ones are ready, and the
 executor is never blocked. After a change the inference thread runs the pipeline once for the frame sizes
-seen (warm-up), so the next frame does not pay for it. Settings changes apply from the next frame: the
+and batch sizes seen (warm-up), so the next frame does not pay for it. Settings changes apply from the next frame: the
 inference thread waits for them (they need new text only for background words or templates).
 """
 
@@ -13,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +25,7 @@ from zeroseg_ros.core.errors import ZerosegError
 from zeroseg_ros.core.segmenter import Segmenter
 
 WARM_SIZES_KEPT = 4  # frame sizes kept ready: those of warmup_sizes, then the latest seen
+WARM_BATCHES_KEPT = 4  # batch sizes kept ready, likewise (on CUDA each size and batch size is a recorded graph)
 
 # Told when queries put in the mailbox are in use (their labels, "") or were not applied (None, the reason).
 QueriesDone = Callable[[tuple[str, ...] | None, str], None]
@@ -32,13 +37,15 @@ class Frame:
 
     msg: Any
     received: float  # time.monotonic()
+    camera: str = ""  # the camera it came from ("" when the node reads one camera under its own namespace)
 
 
 class WorkerHandler(Protocol):
     """What the node does for the worker: the ROS side of each step."""
 
-    def process_frame(self, frame: Frame) -> tuple[int, int] | None:
-        """Convert, segment and publish ``frame``; its (height, width), or None when it was not segmented."""
+    def process_batch(self, frames: Sequence[Frame]) -> list[tuple[int, int] | None]:
+        """Convert, segment (as one batch) and publish ``frames``, one per camera; each one's (height, width), or
+        None where it was not segmented (a refused frame is the handler's to report, for its camera only)."""
 
     def segmenter_changes(self, parameters: dict[str, Any]) -> dict[str, object]:
         """The ``Segmenter.update_config`` keywords for changed node parameters."""
@@ -57,9 +64,9 @@ class WorkerHandler(Protocol):
 
 
 class InferenceWorker:
-    """See the module docstring. ``max_rate`` and ``overlay_alpha`` are read before every frame, so run-time
-    parameter changes apply from the next one. ``pending_queries`` is the query text being prepared (None when
-    frames use the latest one)."""
+    """See the module docstring. ``max_rate`` (passes per second: each camera's frames at most), ``max_batch``
+    and ``overlay_alpha`` are read before every pass, so run-time parameter changes apply from the next one.
+    ``pending_queries`` is the query text being prepared (None when frames use the latest one)."""
 
     def __init__(
         self,
@@ -69,14 +76,19 @@ class InferenceWorker:
         overlay_alpha: Callable[[], float | None],
         warmup_sizes: list[tuple[int, int]],
         is_running: Callable[[], bool],
+        max_batch: Callable[[], int] = lambda: 1,
+        warmup_batch_sizes: Sequence[int] = (1,),
     ) -> None:
         self._segmenter = segmenter
         self._handler = handler
         self._max_rate = max_rate
+        self._max_batch = max_batch
         self._overlay_alpha = overlay_alpha
         self._is_running = is_running
         self._wake = threading.Condition()
-        self._frame: Frame | None = None
+        self._mailboxes: dict[str, Frame] = {}  # camera -> its newest waiting frame
+        self._served: dict[str, int] = {}  # camera -> the pass that last took its frame
+        self._passes = 0
         self._changes = threading.Condition(self._wake)  # same lock: the text thread's own wake-up
         self._pending_queries: str | None = None
         self._queries_done: list[QueriesDone] = []
@@ -91,6 +103,9 @@ class InferenceWorker:
         self._frame_sizes: dict[tuple[int, int], None] = {}
         for size in warmup_sizes:
             self._remember_size(size)
+        self._batch_sizes: dict[int, None] = {}
+        for batch in warmup_batch_sizes:
+            self._remember_batch(batch)
         self._warmed_up = False
         self.warming_up = False
         self._thread = threading.Thread(target=self._work, name="zeroseg-inference", daemon=True)
@@ -103,7 +118,7 @@ class InferenceWorker:
     def stop(self) -> None:
         with self._wake:
             self._stopping = True
-            self._frame = None
+            self._mailboxes.clear()
             waiting, self._queries_done = self._queries_done, []
             self._wake.notify_all()
             self._changes.notify_all()
@@ -115,17 +130,18 @@ class InferenceWorker:
 
     # ------------------------------------------------------------------ mailbox (any thread)
     def put_frame(self, frame: Frame) -> bool:
-        """Hands ``frame`` to the worker; True when it replaced a frame that was still waiting."""
+        """Hands ``frame`` to the worker; True when it replaced a frame of its camera that was still waiting."""
         with self._wake:
-            replaced = self._frame is not None
-            self._frame = frame
+            replaced = frame.camera in self._mailboxes
+            self._mailboxes[frame.camera] = frame
             self._wake.notify()
         return replaced
 
-    def drop_frame(self) -> bool:
-        """Forgets the frame waiting in the mailbox (the node stopped taking frames); True when there was one."""
+    def drop_frames(self) -> list[str]:
+        """Forgets the frames waiting in the mailboxes (the node stopped taking frames); their cameras."""
         with self._wake:
-            dropped, self._frame = self._frame is not None, None
+            dropped = list(self._mailboxes)
+            self._mailboxes.clear()
         return dropped
 
     def put_queries(self, text: str, done: QueriesDone | None = None) -> None:
@@ -196,37 +212,49 @@ class InferenceWorker:
             waiting(labels, "")
 
     # ------------------------------------------------------------------ the inference thread
-    def _take_work(self) -> tuple[Frame | None, bool]:
+    def _take_work(self) -> tuple[list[Frame], bool]:
         with self._wake:
             # Settings apply from the next frame (they rarely need text; queries may take long and do not wait).
             while not self._stopping and (
-                (self._frame is None and not self._changed) or self._pending_config or self._applying_config
+                (not self._mailboxes and not self._changed) or self._pending_config or self._applying_config
             ):
                 self._wake.wait(timeout=0.5)
             changed, self._changed = self._changed, False
-            frame = None
+            frames: list[Frame] = []
             max_rate = self._max_rate()
             wait = 1.0 / max_rate - (time.monotonic() - self._last_started) if max_rate > 0 else 0.0
             if wait <= 0 or changed:
-                frame, self._frame = self._frame, None
-            elif self._frame is not None:
-                # Too early for the next frame: sleep outside the lock; newer frames replace this one.
+                frames = self._take_frames()
+            elif self._mailboxes:
+                # Too early for the next pass: sleep outside the lock; newer frames replace the waiting ones.
                 self._wake.wait(timeout=wait)
-            return frame, changed
+            return frames, changed
+
+    def _take_frames(self) -> list[Frame]:
+        """The next pass's frames (under the lock): the cameras served longest ago first, then the frames
+        waiting longest, at most ``max_batch``."""
+        waiting = sorted(self._mailboxes.values(), key=lambda f: (self._served.get(f.camera, -1), f.received))
+        taken = waiting[: max(1, self._max_batch())]
+        for frame in taken:
+            del self._mailboxes[frame.camera]
+            self._served[frame.camera] = self._passes
+        self._passes += 1
+        return taken
 
     def _work(self) -> None:
         while True:
-            frame, changed = self._take_work()
+            frames, changed = self._take_work()
             if self._stopping:
                 return
             try:
                 if changed:
                     self._warm_up()
-                if frame is not None:
+                if frames:
                     self._last_started = time.monotonic()
-                    size = self._handler.process_frame(frame)
-                    if size is not None:
+                    sizes = self._handler.process_batch(frames)
+                    for size, count in Counter(size for size in sizes if size is not None).items():
                         self._remember_size(size)
+                        self._remember_batch(count)
             except ZerosegError as error:
                 self._handler.frame_failed(str(error), unexpected=False)
             except Exception as error:  # a bug must not kill the node: log it, go on with the next frame
@@ -245,7 +273,7 @@ class InferenceWorker:
         self.warming_up = True
         started = time.monotonic()
         try:
-            self._segmenter.warmup(sizes, self._overlay_alpha())
+            self._segmenter.warmup(sizes, self._overlay_alpha(), sorted(self._batch_sizes))
         finally:
             self.warming_up = False
         self._warmed_up = True
@@ -256,3 +284,9 @@ class InferenceWorker:
         self._frame_sizes[size] = None
         while len(self._frame_sizes) > WARM_SIZES_KEPT:
             del self._frame_sizes[next(iter(self._frame_sizes))]
+
+    def _remember_batch(self, batch: int) -> None:
+        self._batch_sizes.pop(batch, None)
+        self._batch_sizes[batch] = None
+        while len(self._batch_sizes) > WARM_BATCHES_KEPT:
+            del self._batch_sizes[next(iter(self._batch_sizes))]

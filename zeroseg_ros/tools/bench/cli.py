@@ -91,6 +91,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="--ros: seconds of publishing (%(default)s)")
     parser.add_argument("--reliable", action="store_true", help="--ros: reliable image QoS (default best effort)")
     parser.add_argument(
+        "--batches",
+        default=None,
+        help="batch sizes, e.g. 1,2,4,8: frames/s and latency of batched frames of several cameras (batches.py; "
+        "first size)",
+    )
+    parser.add_argument(
+        "--cameras",
+        type=int,
+        default=0,
+        help="--ros: cameras of one node (cam0/image, ...), each published at --rate; 0: the node's own topics",
+    )
+    parser.add_argument("--max-batch", type=int, default=None, help="--ros: the node's max_batch (its default)")
+    parser.add_argument(
         "--fastdds-profile",
         default=None,
         help="--ros: Fast DDS profile file of the node and the publisher (default config/fastdds_large_frames.xml; "
@@ -134,8 +147,30 @@ def _run(args: argparse.Namespace) -> int:
     if args.ros:
         from zeroseg_ros.tools.bench.ros_e2e import run_ros_benchmark
 
+        if args.cameras < 0 or (args.max_batch is not None and args.max_batch < 1):
+            raise ConfigError("--cameras must be >= 0 and --max-batch >= 1")
         report = run_ros_benchmark(args)
         print(json.dumps(report, indent=2))
+    elif args.batches:
+        from zeroseg_ros.tools.bench.batches import format_batches, run_batch_benchmark
+
+        options = options_from_args(args)
+        try:
+            batch_sizes = [int(batch) for batch in _split(args.batches, None, "batches")]
+        except ValueError as error:
+            raise ConfigError(f"--batches must be whole numbers, got {args.batches!r}") from error
+        if min(batch_sizes) < 1:
+            raise ConfigError(f"--batches must be >= 1, got {args.batches!r}")
+        report = run_batch_benchmark(
+            model_config_from_args(args),
+            segmenter_config_from_args(args),
+            batch_sizes,
+            options.sizes[0],
+            options.iterations,
+            options.warmup,
+            options.queries,
+        )
+        print(format_batches(report))
     elif args.spatial:
         from zeroseg_ros.tools.bench.spatial import format_spatial, run_spatial_benchmark
 
