@@ -77,10 +77,16 @@ def test_segment_overlay_legend_lists_the_labels_present_largest_first(tmp_path)
     queries = "cat, sofa, lamp, rug, door, window, plant, chair, table, shelf"
     out = tmp_path / "out"
     args = ["segment", str(tmp_path / "frame.png"), "-q", queries, "--out", str(out), *COMMON]
-    torch.manual_seed(2)  # the random weights: with these, 3 of the 10 queries win pixels
-    assert main([*args, "--background", "", "--threshold", "0"]) == 0
+    # What random weights segment depends on the seed, the method and the CPU's rounding: take the first seed
+    # whose frame has an order to check (two labels or more) and queries the legend must leave out.
+    for seed in range(20):
+        torch.manual_seed(seed)
+        assert main([*args, "--background", "", "--threshold", "0"]) == 0
+        entries = json.loads((out / "frame.json").read_text())["labels"]
+        present = sorted((e for e in entries if e["area"] > 0), key=lambda e: -e["area"])
+        if 2 <= len(present) < len(entries):
+            break
+    else:
+        pytest.fail("no seed of 20 gave a frame with two labels or more and some left out")
     overlay = cv2.cvtColor(cv2.imread(str(out / "frame_overlay.png")), cv2.COLOR_BGR2RGB)
-    entries = json.loads((out / "frame.json").read_text())["labels"]
-    present = sorted((e for e in entries if e["area"] > 0), key=lambda e: -e["area"])
-    assert 2 <= len(present) < len(entries)  # an order to check, and queries the legend must leave out
     assert legend_order(overlay, palette(len(entries)), [e["id"] for e in entries]) == [e["id"] for e in present]
