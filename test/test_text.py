@@ -58,6 +58,17 @@ def test_trimmed_text_encoding_equals_open_clip_encode_text(vit_b16):
     torch.testing.assert_close(encode_text_trimmed(vit_b16, tokens), vit_b16.encode_text(tokens), rtol=1e-5, atol=1e-5)
 
 
+def test_trimmed_text_encoding_in_bf16_agrees_with_open_clip_encode_text(vit_b16):
+    import copy
+
+    import open_clip
+
+    model = copy.deepcopy(vit_b16).to(torch.bfloat16)
+    tokens = open_clip.get_tokenizer("ViT-B-16")(["a photo of a cat.", "a bad photo of the traffic cone."] * 4)
+    ours, theirs = encode_text_trimmed(model, tokens).float(), model.encode_text(tokens).float()
+    assert F.cosine_similarity(ours, theirs, dim=-1).min() > 0.999
+
+
 def test_encoding_is_normalised_mean_over_templates_and_cached(vit_b16):
     import open_clip
 

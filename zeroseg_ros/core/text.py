@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from open_clip.model import CLIP
+from open_clip.transformer import ResidualAttentionBlock
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torch import nn
 
@@ -145,22 +147,27 @@ def encode_text_trimmed(model: nn.Module, tokens: torch.Tensor, onednn: OneDNNLi
 
     CLIP's text transformer is causal and pools at the end-of-text token (the largest id), so positions after
     it never influence the result; prompts are ~15 tokens, so this is several times cheaper and exact.
-    Models that pool differently, or are not open_clip's ``CLIP``, take their own ``encode_text``. With
-    ``onednn`` (fp32 on the CPU) the blocks' products run through oneDNN (``onednn.py``).
+    Models that pool differently, or are not open_clip's ``CLIP`` with its ``ResidualAttentionBlock``s, take
+    their own ``encode_text``. The blocks run spelled out (``residual_attention_block``): the same results as
+    ``nn.MultiheadAttention``'s fused path, without its fixed cost per call in bf16 on the CPU, which made small
+    batches (those run between frames, core/turns.py) several times dearer per prompt. With ``onednn`` (fp32 on
+    the CPU) the blocks' products run through oneDNN (``onednn.py``).
     """
-    if not isinstance(model, CLIP) or model.text_pool_type != "argmax" or model.attn_mask is None:
+    if (
+        not isinstance(model, CLIP)
+        or model.text_pool_type != "argmax"
+        or model.attn_mask is None
+        or not all(isinstance(block, ResidualAttentionBlock) for block in model.transformer.resblocks)
+    ):
         return model.encode_text(tokens)
     length = int(tokens.argmax(dim=-1).max()) + 1
     tokens = tokens[:, :length]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     mask = model.attn_mask[:length, :length].to(cast_dtype)
-    if onednn is None:
-        x = model.transformer(x, attn_mask=mask)
-    else:
-        with onednn:
-            for block in model.transformer.resblocks:
-                x = residual_attention_block(block, x, mask)
+    with onednn if onednn is not None else nullcontext():
+        for block in model.transformer.resblocks:
+            x = residual_attention_block(block, x, mask)
     x = model.ln_final(x)
     pooled = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
     return (
