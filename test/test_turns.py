@@ -1,5 +1,6 @@
 """Frames and text batches take turns at the CPU's cores (core/turns.py), by the rule it states: the text's turn
-after a frame is (gap_target - 1) x the median of the last frame times; a handed batch starts while it is
+after a frame is gap_target x the median of the last quiet frame times (no encoding in progress) less the slowest
+of the last frame times; a handed batch starts while it is
 predicted (prompts x the median time per prompt) to end within the turn, the turn's first always; batches are
 sized to the time left of the turn but at most 1 / BATCHES_PER_TURN of a turn, or for the next turn when
 fewer than MIN_BATCH prompts fit; never both at
@@ -112,11 +113,34 @@ def test_a_batch_handed_within_a_turn_fills_what_is_left_of_it_or_else_the_next_
     assert turns.text_batch_prompts(256) == int(64 / BATCHES_PER_TURN)
 
 
-def test_the_turn_follows_the_median_frame_and_batch_times() -> None:
-    slow_frame = (FRAME_S, FRAME_S, 4 * FRAME_S, FRAME_S, FRAME_S)  # one slow frame does not lengthen the turn
-    turns, _ = _measured(frame_times=(1.0,) * KEPT + slow_frame, gap_target=GAP_TARGET)
+def test_the_turn_keeps_the_gap_at_the_target_in_quiet_frame_times_planning_for_the_slowest_frame() -> None:
+    # Quiet frames (no encoding) of FRAME_S: with frames that fast the turn is (GAP_TARGET - 1) x FRAME_S.
+    turns, _ = _measured(frame_times=(1.0,) * KEPT + (FRAME_S,) * KEPT, gap_target=GAP_TARGET)
     with turns.frame():
-        assert turns.text_batch_prompts(1000) == int((GAP_TARGET - 1) * FRAME_S / BATCHES_PER_TURN / PROMPT_S)
+        turn_prompts = int((GAP_TARGET - 1) * FRAME_S / PROMPT_S)
+        assert turns.text_batch_prompts(1000) == int(turn_prompts / BATCHES_PER_TURN)
+    # Frames beside an encoding run slower; the turn shrinks by the slowest of the last ones, so that a frame and
+    # a turn stay within GAP_TARGET quiet frame times.
+    clock = turns._clock
+
+    def frame(seconds: float) -> None:
+        clock.now += GENEROUS_S  # each frame comes after the text's turn (nothing is handed: it would wait)
+        with turns.frame():
+            clock.now += seconds
+
+    with turns.encoding():
+        for seconds in (FRAME_S, 1.25 * FRAME_S, FRAME_S, FRAME_S, FRAME_S):
+            frame(seconds)
+        clock.now += GENEROUS_S
+        with turns.frame():
+            turn_prompts = int((GAP_TARGET * FRAME_S - 1.25 * FRAME_S) / PROMPT_S)
+            assert turns.text_batch_prompts(1000) == int(turn_prompts / BATCHES_PER_TURN)
+        # Frames slower than the whole target leave no turn: a turn's batch still holds MIN_BATCH prompts.
+        for _ in range(KEPT):
+            frame(GAP_TARGET * FRAME_S)
+        clock.now += GENEROUS_S
+        with turns.frame():
+            assert turns.text_batch_prompts(1000) == MIN_BATCH
     turns, _ = _measured(prompt_s=2 * PROMPT_S)  # a turn: 32 prompts
     with turns.frame():
         assert turns.text_batch_prompts(256) == int(32 / BATCHES_PER_TURN)

@@ -2,12 +2,12 @@
 
 Two torch workloads on the same cores at once, each with all intra-op threads, slow each other more than
 their shares say (their threads preempt each other inside parallel regions). So on the CPU a frame runs
-alone, then the text's turn, then the next frame. The turn is derived from two measured times: ``f``, the
-median time of the last ``KEPT`` frames, and ``p``, the median time per prompt of the last ``KEPT`` text
-batches. After a frame the text may use ``(gap_target - 1) * f`` seconds, so that the predicted gap between
-two frames (a frame and the text's turn) is ``gap_target`` frame times and the text has
-``(gap_target - 1) / gap_target`` of the cores' time: with ``GAP_TARGET`` a gap of 2.2 frame times, and a
-change that takes about ``gap_target / (gap_target - 1)`` = 1.83 times its time alone.
+alone, then the text's turn, then the next frame. The turn is derived from three measured times: ``q``, the
+median time of the last ``KEPT`` frames that ran with no encoding in progress (quiet frames), ``f``, the median
+of the last ``KEPT`` frames, and ``p``, the median time per prompt of the last ``KEPT`` text batches. After a
+frame the text may use ``gap_target * q - f`` seconds, so that the predicted gap between two frames (a frame
+and the text's turn) is ``gap_target`` quiet frame times, also when the frames run slower beside the encoding
+(the text's weights push the image tower's out of the caches). Before any quiet frame, ``q`` is ``f``.
 
 The text encoder asks ``text_batch_prompts`` how many prompts its next batch should hold: as many as fit the
 time left of the turn at ``p`` each, but at most a ``1 / BATCHES_PER_TURN`` share of a turn, so that the
@@ -33,9 +33,8 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import TypeVar
 
-# The predicted gap between frames during an encoding, in frame times (the text's turn + 1): room below gaps
-# of 2.5 frame times, and the text more than half the cores (a change within 2 x its time alone).
-GAP_TARGET = 2.2
+# The predicted gap between frames during an encoding, in quiet frame times: a frame and the text's turn.
+GAP_TARGET = 2.0
 BATCHES_PER_TURN = 3  # the fewest batches a turn is cut into
 MIN_BATCH = 8  # prompts: the fewest a batch holds beside frames (smaller ones cost more per prompt)
 KEPT = 5  # the last frames and batches whose median times predict the next ones
@@ -64,13 +63,17 @@ class CoreTurns:
         self._encodings = 0
         self._handed: tuple[Callable[[], object], int, Future[object]] | None = None  # for a frame's thread
         self._frame_s: deque[float] = deque(maxlen=KEPT)
+        self._quiet_frame_s: deque[float] = deque(maxlen=KEPT)  # frames with no encoding in progress
         self._prompt_s: deque[float] = deque(maxlen=KEPT)  # a batch's time per prompt
         self._frame_ended = float("-inf")
         self._turn_batches = 0  # batches begun since the last frame ended
 
     def _turn_s(self) -> float:
         """The text's turn after a frame, in seconds (0 before any frame was measured)."""
-        return (self._gap_target - 1.0) * statistics.median(self._frame_s) if self._frame_s else 0.0
+        if not self._frame_s:
+            return 0.0
+        quiet_s = statistics.median(self._quiet_frame_s or self._frame_s)
+        return max(self._gap_target * quiet_s - max(self._frame_s), 0.0)
 
     def _predicted_s(self, prompts: int) -> float:
         return prompts * statistics.median(self._prompt_s) if self._prompt_s else 0.0
@@ -127,6 +130,7 @@ class CoreTurns:
                     else:
                         break
                 self._running = self._frame_running = True
+                quiet = not self._encodings
             finally:
                 self._frames_waiting -= 1
         started = self._clock()
@@ -137,6 +141,8 @@ class CoreTurns:
                 self._running = self._frame_running = False
                 self._frame_ended = self._clock()
                 self._frame_s.append(self._frame_ended - started)
+                if quiet and not self._encodings:
+                    self._quiet_frame_s.append(self._frame_ended - started)
                 self._turn_batches = 0
                 self._changed.notify_all()
 
