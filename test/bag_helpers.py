@@ -129,3 +129,75 @@ def by_topic(messages: list[tuple[str, int, Any]]) -> dict[str, list[Any]]:
     for topic, _, msg in messages:
         grouped[topic].append(msg)
     return grouped
+
+
+DEPTH_TOPIC, CAMERA_INFO_TOPIC = "/front/depth", "/front/camera_info"
+FOCAL = 60.0
+
+
+def camera_info(stamp_ns: int, height: int, width: int) -> Any:
+    """A pinhole camera_info of the colour camera: focal length FOCAL, principal point in the image's centre."""
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    return STORE.types["sensor_msgs/msg/CameraInfo"](
+        header=_header(stamp_ns, "front"),
+        height=height,
+        width=width,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=np.array([FOCAL, 0.0, cx, 0.0, FOCAL, cy, 0.0, 0.0, 1.0]),
+        r=np.eye(3).reshape(-1),
+        p=np.array([FOCAL, 0.0, cx, 0.0, 0.0, FOCAL, cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
+        binning_x=0,
+        binning_y=0,
+        roi=STORE.types["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+        ),
+    )
+
+
+def depth_millimetres(height: int, width: int, index: int) -> np.ndarray:
+    """A wall at 2 m + 10 mm per frame, a box 0.5 m nearer in its middle, and no depth (0) in the top rows."""
+    depth = np.full((height, width), 2000 + 10 * index, dtype=np.uint16)
+    depth[height // 4 : height * 3 // 4, width // 4 : width // 2] -= 500
+    depth[: height // 8] = 0
+    return depth
+
+
+def make_depth_bag(
+    path: Path,
+    frames: int = 6,
+    size: tuple[int, int] = (48, 64),
+    depth_size: tuple[int, int] | None = None,
+    depth_delay_ns: int = 4_000_000,
+    depth_encoding: str = "16UC1",
+    without_depth: tuple[int, ...] = (),
+    depth_topic: str = DEPTH_TOPIC,
+    with_camera_info: bool = True,
+) -> Path:
+    """A bag of ``frames`` raw rgb8 frames on RAW_TOPIC (received 5 ms after their stamp), each with a depth image
+    of the same stamp on ``depth_topic`` received ``depth_delay_ns`` after it (none for ``without_depth``), and
+    camera_info on CAMERA_INFO_TOPIC (received 1 ms after the stamp)."""
+    depth_height, depth_width = depth_size or size
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        raw = writer.add_connection(RAW_TOPIC, "sensor_msgs/msg/Image", typestore=STORE)
+        depth = writer.add_connection(depth_topic, "sensor_msgs/msg/Image", typestore=STORE)
+        info = writer.add_connection(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", typestore=STORE)
+        messages = []  # (receive time, connection, CDR bytes), written in time order
+        for index in range(frames):
+            stamp = FIRST_STAMP_NS + index * FRAME_PERIOD_NS
+            if with_camera_info:
+                message = STORE.serialize_cdr(camera_info(stamp, *size), "sensor_msgs/msg/CameraInfo")
+                messages.append((stamp + 1_000_000, info, message))
+            image = raw_image(make_frame(*size, seed=index), stamp)
+            messages.append((stamp + 5_000_000, raw, STORE.serialize_cdr(image, "sensor_msgs/msg/Image")))
+            if index in without_depth:
+                continue
+            pixels = depth_millimetres(depth_height, depth_width, index)
+            if depth_encoding == "mono8":
+                pixels = (pixels // 16).astype(np.uint8)
+            depth_msg = raw_image(pixels, stamp, encoding=depth_encoding)
+            message = STORE.serialize_cdr(depth_msg, "sensor_msgs/msg/Image")
+            messages.append((stamp + 5_000_000 + depth_delay_ns, depth, message))
+        for timestamp, connection, message in sorted(messages, key=lambda m: m[0]):
+            writer.write(connection, timestamp, message)
+    return path

@@ -273,6 +273,64 @@ class Probe:
         rclpy.try_shutdown(context=self.context)
 
 
+class DepthProbe:
+    """The camera side of depth: depth and camera_info publishers (a camera of ``width x height`` pixels and
+    camera matrix ``k``), and recorders of the 3-D outputs."""
+
+    def __init__(self, test_probe: Probe, width: int, height: int, k: list[float]) -> None:
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from visualization_msgs.msg import MarkerArray
+        from zeroseg_ros.msg import SegmentedObjects
+
+        self.probe = test_probe
+        self.width, self.height, self.k = width, height, k
+        node = test_probe.node
+        self.depth_pub = node.create_publisher(Image, "depth", RELIABLE)
+        self.info_pub = node.create_publisher(CameraInfo, "camera_info", RELIABLE)
+        self.camera_info_type, self.image_type = CameraInfo, Image
+        for msg_type, topic in (
+            (PointCloud2, "points"),
+            (SegmentedObjects, "objects"),
+            (MarkerArray, "objects/markers"),
+            (Image, "heatmap"),
+        ):
+            name = topic.replace("/", "_")
+            node.create_subscription(msg_type, topic, lambda msg, n=name: test_probe.received[n].append(msg), RELIABLE)
+
+    def wait_for_node(self) -> None:
+        """Until the node's depth and camera_info subscriptions have matched these publishers on both sides (a
+        best-effort reader drops what a writer it has not matched yet sends) and its 3-D outputs are found."""
+        node, diagnostics = self.probe.node, self.probe.diagnostics
+        self.probe.spin_until(
+            lambda: (
+                self.depth_pub.get_subscription_count() > 0
+                and self.info_pub.get_subscription_count() > 0
+                and int(diagnostics().get("depth_publishers", "0")) > 0
+                and int(diagnostics().get("camera_info_publishers", "0")) > 0
+            ),
+            30.0,
+            "the node's depth and camera_info subscriptions, matched on both sides",
+        )
+        topics = ("points", "objects", "objects/markers", "heatmap")
+        self.probe.spin_until(lambda: all(node.count_publishers(t) for t in topics), 10.0, "the 3-D publishers")
+        self.probe.spin_for(0.3)
+
+    def publish_camera_info(self, stamp: int, k: list[float] | None = None) -> None:
+        info = self.camera_info_type(width=self.width, height=self.height)
+        info.header.frame_id = "camera"
+        info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        info.k = k if k is not None else self.k
+        self.info_pub.publish(info)
+
+    def publish_depth(self, pixels: np.ndarray, encoding: str, stamp: int, step: int | None = None) -> None:
+        msg = array_to_image(pixels, encoding, self.image_type)
+        msg.header.frame_id = "camera"
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        if step is not None:
+            msg.step = step
+        self.depth_pub.publish(msg)
+
+
 @contextmanager
 def probe(namespace: str = "") -> Iterator[Probe]:
     test_probe = Probe(namespace)

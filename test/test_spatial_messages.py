@@ -160,6 +160,11 @@ def test_stamp_buffer_pairs_exactly_or_with_the_nearest_within_the_tolerance() -
     assert buffer.nearest(100, 50).item is None and buffer.nearest(100, 100).item == "depth 200"
     buffer.add(300, "depth 300 again")
     assert buffer.nearest(300, 0).item == "depth 300 again"  # a tie goes to the newer arrival
+    buffer.drop_older_than(350)  # both 300s go, 400 stays
+    assert buffer.nearest(300, 99).item is None and buffer.nearest(300, 100).item == "depth 400"
+    for stamp in (500, 600, 700):  # the capacity still holds after a drop
+        buffer.add(stamp, f"depth {stamp}")
+    assert buffer.nearest(400, 0).item is None and buffer.nearest(500, 0).item == "depth 500"
     buffer.clear()
     assert buffer.nearest(300, 1000).item is None
 

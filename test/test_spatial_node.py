@@ -9,14 +9,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ros_helpers import FAST_NODE_PARAMETERS, RELIABLE, Probe, make_frame, node_process, probe, stamp_ns
+from ros_helpers import FAST_NODE_PARAMETERS, DepthProbe, Probe, make_frame, node_process, probe, stamp_ns
 
-from zeroseg_ros.ros.image_codec import array_to_image, image_to_array
+from zeroseg_ros.ros.image_codec import image_to_array
 
 pytestmark = pytest.mark.ros
 
 HEIGHT, WIDTH = 48, 64
 F, CX, CY = 60.0, 31.5, 23.5
+K = [F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0]
 SECOND = 1_000_000_000  # stamps of the bad-input frames lie far apart: no frame pairs with another's depth
 QUERIES = "cat, dog, car, tree, road"
 PARAMETERS = {
@@ -31,62 +32,6 @@ PARAMETERS = {
     "background_words": "",
     "probability_threshold": 0.0,
 }
-
-
-class DepthProbe:
-    """The camera side of depth: depth and camera_info publishers, and recorders of the 3-D outputs."""
-
-    def __init__(self, test_probe: Probe) -> None:
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-        from visualization_msgs.msg import MarkerArray
-        from zeroseg_ros.msg import SegmentedObjects
-
-        self.probe = test_probe
-        node = test_probe.node
-        self.depth_pub = node.create_publisher(Image, "depth", RELIABLE)
-        self.info_pub = node.create_publisher(CameraInfo, "camera_info", RELIABLE)
-        self.camera_info_type, self.image_type = CameraInfo, Image
-        for msg_type, topic in (
-            (PointCloud2, "points"),
-            (SegmentedObjects, "objects"),
-            (MarkerArray, "objects/markers"),
-            (Image, "heatmap"),
-        ):
-            name = topic.replace("/", "_")
-            node.create_subscription(msg_type, topic, lambda msg, n=name: test_probe.received[n].append(msg), RELIABLE)
-
-    def wait_for_node(self) -> None:
-        """Until the node's depth and camera_info subscriptions have matched these publishers on both sides (a
-        best-effort reader drops what a writer it has not matched yet sends) and its 3-D outputs are found."""
-        node, diagnostics = self.probe.node, self.probe.diagnostics
-        self.probe.spin_until(
-            lambda: (
-                self.depth_pub.get_subscription_count() > 0
-                and self.info_pub.get_subscription_count() > 0
-                and int(diagnostics().get("depth_publishers", "0")) > 0
-                and int(diagnostics().get("camera_info_publishers", "0")) > 0
-            ),
-            30.0,
-            "the node's depth and camera_info subscriptions, matched on both sides",
-        )
-        topics = ("points", "objects", "objects/markers", "heatmap")
-        self.probe.spin_until(lambda: all(node.count_publishers(t) for t in topics), 10.0, "the 3-D publishers")
-        self.probe.spin_for(0.3)
-
-    def publish_camera_info(self, stamp: int, k: list[float] | None = None) -> None:
-        info = self.camera_info_type(width=WIDTH, height=HEIGHT)
-        info.header.frame_id = "camera"
-        info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-        info.k = k if k is not None else [F, 0.0, CX, 0.0, F, CY, 0.0, 0.0, 1.0]
-        self.info_pub.publish(info)
-
-    def publish_depth(self, pixels: np.ndarray, encoding: str, stamp: int, step: int | None = None) -> None:
-        msg = array_to_image(pixels, encoding, self.image_type)
-        msg.header.frame_id = "camera"
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-        if step is not None:
-            msg.step = step
-        self.depth_pub.publish(msg)
 
 
 def scene_depth_metres(height: int, width: int) -> np.ndarray:
@@ -146,7 +91,7 @@ def check_objects_match_the_mask(objects: Any, mask: np.ndarray, confidence: np.
 def test_colour_depth_and_camera_info_give_points_objects_markers_and_a_heatmap(tmp_path: Path) -> None:
     with node_process(tmp_path, PARAMETERS) as node, probe() as test_probe:
         test_probe.wait_for_node(node)
-        camera = DepthProbe(test_probe)
+        camera = DepthProbe(test_probe, WIDTH, HEIGHT, K)
         camera.wait_for_node()
         labels = QUERIES.split(", ")
 
@@ -226,7 +171,7 @@ def test_colour_depth_and_camera_info_give_points_objects_markers_and_a_heatmap(
 def test_bad_depth_input_is_logged_counted_and_survived(tmp_path: Path) -> None:
     with node_process(tmp_path, PARAMETERS) as node, probe() as test_probe:
         test_probe.wait_for_node(node)
-        camera = DepthProbe(test_probe)
+        camera = DepthProbe(test_probe, WIDTH, HEIGHT, K)
         camera.wait_for_node()
         millimetres = (scene_depth_metres(HEIGHT, WIDTH) * 1000).astype(np.uint16)
         colour = make_frame(HEIGHT, WIDTH)

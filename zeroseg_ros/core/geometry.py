@@ -17,6 +17,25 @@ import numpy as np
 from zeroseg_ros.core.errors import InvalidImageError
 
 DEPTH_SCALES = {"16UC1": 0.001, "32FC1": 1.0}  # metres per stored unit, per sensor_msgs encoding
+# sensor_msgs/PointField's datatype codes of the fields below.
+POINT_FIELD_UINT16, POINT_FIELD_FLOAT32 = 4, 7
+# x, y, z float32 metres, label uint16 (2 bytes of padding keep confidence aligned), confidence float32.
+POINT_DTYPE = np.dtype(
+    {
+        "names": ["x", "y", "z", "label", "confidence"],
+        "formats": ["<f4", "<f4", "<f4", "<u2", "<f4"],
+        "offsets": [0, 4, 8, 12, 16],
+        "itemsize": 20,
+    }
+)
+# (name, byte offset, PointField datatype) of each field of POINT_DTYPE, as a PointCloud2 describes them.
+POINT_FIELDS = (
+    ("x", 0, POINT_FIELD_FLOAT32),
+    ("y", 4, POINT_FIELD_FLOAT32),
+    ("z", 8, POINT_FIELD_FLOAT32),
+    ("label", 12, POINT_FIELD_UINT16),
+    ("confidence", 16, POINT_FIELD_FLOAT32),
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,24 @@ def depth_in_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
     metres = depth.astype(np.float32) * np.float32(scale)
     metres[~(np.isfinite(metres) & (metres > 0))] = np.nan
     return metres
+
+
+@dataclass(frozen=True)
+class DepthImage:
+    """A received depth image as stored (``16UC1`` or ``32FC1`` pixels, H x W); converted only when paired."""
+
+    pixels: np.ndarray
+    encoding: str
+
+    def registered(
+        self, k: Sequence[float], info_width: int, info_height: int, colour_size: tuple[int, int]
+    ) -> tuple[np.ndarray, Intrinsics]:
+        """This image in metres and its intrinsics, given the colour camera's camera_info (``k`` and its image
+        size; a size of 0 means the colour frame's) and the colour frame's (height, width)."""
+        height, width = self.pixels.shape[:2]
+        check_registered((height, width), colour_size)
+        intrinsics = Intrinsics.from_k(k, info_width or colour_size[1], info_height or colour_size[0])
+        return depth_in_metres(self.pixels, self.encoding), intrinsics.scaled(width, height)
 
 
 def check_registered(depth_size: tuple[int, int], colour_size: tuple[int, int], tolerance: float = 0.02) -> None:
@@ -129,3 +166,11 @@ def labelled_points(
         labels=labels[keep].astype(np.uint16),
         confidence=confidence[rows[:, None], cols[None, :]][keep].astype(np.float32),
     )
+
+
+def point_array(points: LabelledPoints) -> np.ndarray:
+    """``points`` as one little-endian record per point (``POINT_DTYPE``): a PointCloud2's data."""
+    cloud = np.zeros(len(points.labels), dtype=POINT_DTYPE)
+    cloud["x"], cloud["y"], cloud["z"] = points.xyz[:, 0], points.xyz[:, 1], points.xyz[:, 2]
+    cloud["label"], cloud["confidence"] = points.labels, points.confidence
+    return cloud

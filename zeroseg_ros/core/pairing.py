@@ -1,8 +1,8 @@
 """Pairing two streams by time stamp (a colour frame with its depth image), ROS-free.
 
 The buffer keeps only the newest few items, so nothing grows when one stream runs faster than the other or
-its partner never comes. Safe to fill from one thread (the executor's callbacks) and read from another (the
-inference thread).
+its partner never comes; the bag labeller also drops those too old for any later frame. Safe to fill from one
+thread (the executor's callbacks) and read from another (the inference thread).
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+
+def stamp_ns(header: Any) -> int:
+    """A std_msgs/Header's stamp in nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,11 @@ class StampBuffer(Generic[T]):
     def add(self, stamp_ns: int, item: T) -> None:
         with self._lock:
             self._items.append((stamp_ns, item))
+
+    def drop_older_than(self, stamp_ns: int) -> None:
+        """Removes the items stamped before ``stamp_ns``."""
+        with self._lock:
+            self._items = deque(((s, i) for s, i in self._items if s >= stamp_ns), maxlen=self._items.maxlen)
 
     def clear(self) -> None:
         with self._lock:

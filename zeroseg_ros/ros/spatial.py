@@ -29,15 +29,17 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from zeroseg_ros.core.errors import InvalidImageError
 from zeroseg_ros.core.geometry import (
     DEPTH_SCALES,
+    POINT_DTYPE,
+    POINT_FIELDS,
+    DepthImage,
     Intrinsics,
     LabelledPoints,
-    check_registered,
-    depth_in_metres,
     labelled_points,
+    point_array,
 )
 from zeroseg_ros.core.objects import SegmentedRegion, find_objects
 from zeroseg_ros.core.overlay import palette
-from zeroseg_ros.core.pairing import StampBuffer
+from zeroseg_ros.core.pairing import StampBuffer, stamp_ns
 from zeroseg_ros.core.segmenter import SegmentationResult
 from zeroseg_ros.ros.image_codec import array_to_image, image_to_array
 from zeroseg_ros.ros.outputs import camera_topic
@@ -62,37 +64,9 @@ CAMERA_INFO_TOPIC = "camera_info"
 # coming (at 30 Hz, eight cover a quarter of a second).
 DEPTH_FRAMES_KEPT = 8
 
-# x, y, z float32 metres, label uint16 (2 bytes of padding keep confidence aligned), confidence float32.
-POINT_DTYPE = np.dtype(
-    {
-        "names": ["x", "y", "z", "label", "confidence"],
-        "formats": ["<f4", "<f4", "<f4", "<u2", "<f4"],
-        "offsets": [0, 4, 8, 12, 16],
-        "itemsize": 20,
-    }
-)
-POINT_FIELDS = (
-    ("x", 0, PointField.FLOAT32),
-    ("y", 4, PointField.FLOAT32),
-    ("z", 8, PointField.FLOAT32),
-    ("label", 12, PointField.UINT16),
-    ("confidence", 16, PointField.FLOAT32),
-)
 MARKER_BOX_ALPHA = 0.4
 MARKER_TEXT_HEIGHT = 0.08  # metres
 MIN_MARKER_SIZE = 0.01  # metres: a flat face still shows as a thin box
-
-
-def stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
-@dataclass(frozen=True)
-class _Depth:
-    """A received depth image, checked: its pixels as stored (converted to metres only when paired)."""
-
-    pixels: np.ndarray
-    encoding: str
 
 
 @dataclass(frozen=True)
@@ -104,9 +78,7 @@ class _Camera:
 
 def point_cloud(header: Any, points: LabelledPoints) -> PointCloud2:
     """An unorganised PointCloud2 (height 1) with the fields of ``POINT_FIELDS``, little endian."""
-    cloud = np.zeros(len(points.labels), dtype=POINT_DTYPE)
-    cloud["x"], cloud["y"], cloud["z"] = points.xyz[:, 0], points.xyz[:, 1], points.xyz[:, 2]
-    cloud["label"], cloud["confidence"] = points.labels, points.confidence
+    cloud = point_array(points)
     msg = PointCloud2(header=header, height=1, width=len(cloud), is_bigendian=False, is_dense=True)
     msg.fields = [PointField(name=name, offset=offset, datatype=kind, count=1) for name, offset, kind in POINT_FIELDS]
     msg.point_step = POINT_DTYPE.itemsize
@@ -219,7 +191,7 @@ class SpatialOutputs:
         self._last_depth_problem = ""
         self._logged: dict[str, float] = {}  # problem kind -> when it was last logged
         self._camera: _Camera | None = None
-        self._depth: StampBuffer[_Depth] = StampBuffer(DEPTH_FRAMES_KEPT)
+        self._depth: StampBuffer[DepthImage] = StampBuffer(DEPTH_FRAMES_KEPT)
         self.use_depth = bool(values["use_depth"])
         self._subscriptions: list[Any] = []
         self._publishers: list[Any] = []
@@ -270,7 +242,7 @@ class SpatialOutputs:
         except InvalidImageError as error:
             self._reject("depth layout", f"depth image on {self._topic(DEPTH_TOPIC)} refused: {error}")
             return
-        self._depth.add(stamp_ns(msg.header), _Depth(pixels, msg.encoding))
+        self._depth.add(stamp_ns(msg.header), DepthImage(pixels, msg.encoding))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
@@ -359,11 +331,7 @@ class SpatialOutputs:
             )
         else:
             try:
-                height, width = match.item.pixels.shape
-                check_registered((height, width), colour_shape[:2])
-                colour_width, colour_height = colour_shape[1], colour_shape[0]
-                intrinsics = Intrinsics.from_k(camera.k, camera.width or colour_width, camera.height or colour_height)
-                paired = depth_in_metres(match.item.pixels, match.item.encoding), intrinsics.scaled(width, height)
+                paired = match.item.registered(camera.k, camera.width, camera.height, colour_shape[:2])
             except InvalidImageError as error:
                 self._reject("registration", f"depth image refused: {error}")
         with self._lock:

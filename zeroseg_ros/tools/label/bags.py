@@ -3,16 +3,18 @@ cameras, splitting it into time ranges, reading a range, and writing the output 
 
 A camera is an image topic (``sensor_msgs/Image`` or ``CompressedImage``) and its namespace, the topic's parent
 (``/front/image_raw`` -> ``/front``; ``/rear/image_raw/compressed`` -> ``/rear``), under which the outputs go
-(``/front/zeroseg/mask``). Messages are read and written as CDR bytes, so copied topics keep their exact
-contents and definitions.
+(``/front/zeroseg/mask``). A camera has depth when the bag holds a depth image topic registered to it (given, or
+found in its namespace under one of ``DEPTH_NAMES``) and its camera_info (``NS/camera_info``). Messages are read
+and written as CDR bytes, so copied topics keep their exact contents and definitions.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -24,8 +26,20 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
+# Depth topics looked for in a camera's namespace, in this order: the node's own name, then those of common
+# drivers (depth_image_proc, RealSense, ZED, OAK).
+DEPTH_NAMES = (
+    "depth",
+    "depth/image_raw",
+    "depth/image_rect_raw",
+    "depth/image_rect",
+    "depth_registered/image_raw",
+    "depth_registered/image_rect",
+)
+CAMERA_INFO_NAME = "camera_info"
 OUTPUT_NAMESPACE = "zeroseg"
 MSG_PACKAGE = "zeroseg_ros"
+LOGGER = logging.getLogger("zeroseg")
 
 
 class BagError(ZerosegError):
@@ -43,9 +57,38 @@ class TopicSpec:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """A camera_info's intrinsics, from the receive time it was first seen until the next change."""
+
+    timestamp: int
+    k: tuple[float, ...]
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class DepthSource:
+    """A camera's depth images, and its camera_info's calibrations in time order (each change once)."""
+
+    depth_topic: str
+    camera_info_topic: str
+    calibrations: tuple[Calibration, ...]
+
+    def calibration_at(self, timestamp: int) -> Calibration:
+        """The calibration in force at ``timestamp``: the last one seen by then, else the bag's first."""
+        current = self.calibrations[0]
+        for calibration in self.calibrations:
+            if calibration.timestamp > timestamp:
+                break
+            current = calibration
+        return current
+
+
+@dataclass(frozen=True)
 class Camera:
     image_topic: str
     namespace: str
+    depth: DepthSource | None = None
 
     def output(self, name: str) -> str:
         """The topic of output ``name`` for this camera: ``NS/zeroseg/name``."""
@@ -147,18 +190,81 @@ class InputBag:
             )
         return list(specs.values())
 
-    def cameras(self, image_topics: Sequence[str] = ()) -> list[Camera]:
-        """The cameras: every image topic, or those named (each must be an image topic of this bag)."""
+    def cameras(self, image_topics: Sequence[str] = (), depth_topics: Mapping[str, str] | None = None) -> list[Camera]:
+        """The cameras: every image topic but the depth topics found or given, or those named (each must be an
+        image topic of this bag). ``depth_topics`` maps an image topic to its depth topic ("" for a bag's only
+        camera); None looks for depth in each camera's namespace; an empty mapping gives no camera depth."""
         types = {c.topic: c.msgtype for c in self.connections}
+        named = dict(depth_topics or {})
         if image_topics:
             wrong = [t for t in image_topics if types.get(t) not in IMAGE_TYPES]
             if wrong:
-                found = ", ".join(sorted(t for t, m in types.items() if m in IMAGE_TYPES)) or "none"
-                raise BagError(f"{self.path}: not image topics of this bag: {', '.join(wrong)} (those: {found})")
+                raise BagError(f"{self.path}: not image topics of this bag: {', '.join(wrong)} ({self._images()})")
             topics = list(image_topics)
         else:
-            topics = sorted(t for t, m in types.items() if m in IMAGE_TYPES)
-        return [Camera(topic, camera_namespace(topic, types[topic])) for topic in topics]
+            # Depth images are no camera: those given, and those a camera has beside it (even when not used).
+            beside = {self._depth_beside(t, types) for t in types if types[t] in IMAGE_TYPES} - {None}
+            depth_names = beside | set(named.values())
+            topics = sorted(t for t, m in types.items() if m in IMAGE_TYPES and t not in depth_names)
+        if "" in named:
+            if len(topics) != 1:
+                raise BagError(
+                    f"{self.path}: --depth-topic {named['']} names no camera, and the bag has {len(topics)} "
+                    f"({', '.join(topics)}): give it as IMAGE_TOPIC=DEPTH_TOPIC"
+                )
+            named[topics[0]] = named.pop("")
+        unknown = sorted(set(named) - set(topics))
+        if unknown:
+            raise BagError(f"{self.path}: --depth-topic for topics that are no camera here: {', '.join(unknown)}")
+        cameras = []
+        for topic in topics:
+            namespace = camera_namespace(topic, types[topic])
+            depth_topic = named.get(topic) if depth_topics is not None else self._depth_beside(topic, types)
+            depth = self._depth_source(topic, namespace, depth_topic, types, given=depth_topics is not None)
+            cameras.append(Camera(topic, namespace, depth))
+        return cameras
+
+    def _images(self) -> str:
+        topics = sorted(c.topic for c in self.connections if c.msgtype in IMAGE_TYPES)
+        return "image topics: " + (", ".join(topics) or "none")
+
+    def _depth_beside(self, image_topic: str, types: Mapping[str, str]) -> str | None:
+        namespace = PurePosixPath(camera_namespace(image_topic, types[image_topic]))
+        for name in DEPTH_NAMES:
+            topic = str(namespace / name)
+            if topic != image_topic and types.get(topic) == IMAGE:
+                return topic
+        return None
+
+    def _depth_source(
+        self, image_topic: str, namespace: str, depth_topic: str | None, types: Mapping[str, str], given: bool
+    ) -> DepthSource | None:
+        """The camera's depth with its calibrations; None without depth (a given depth topic that the bag lacks,
+        or one without camera_info, is an error; a depth topic found without camera_info only a warning)."""
+        if not depth_topic:
+            return None
+        info_topic = str(PurePosixPath(namespace) / CAMERA_INFO_NAME)
+        if types.get(depth_topic) != IMAGE:
+            raise BagError(f"{self.path}: depth topic {depth_topic} is not a sensor_msgs/Image topic of this bag")
+        calibrations = self._calibrations(info_topic) if types.get(info_topic) == CAMERA_INFO else ()
+        if not calibrations:
+            problem = f"{self.path}: {image_topic} has depth ({depth_topic}) but no camera_info on {info_topic}"
+            if given:
+                raise BagError(problem)
+            LOGGER.warning("%s: no points or 3-D objects for this camera", problem)
+            return None
+        return DepthSource(depth_topic, info_topic, calibrations)
+
+    def _calibrations(self, topic: str) -> tuple[Calibration, ...]:
+        """Each change of the calibration on ``topic``, in time order (camera_info is small and rarely changes)."""
+        changes: list[Calibration] = []
+        connections = [c for c in self.connections if c.topic == topic]
+        for _, timestamp, data in self._messages(connections):
+            msg = self.deserialize(data, CAMERA_INFO)
+            k, width, height = tuple(float(v) for v in msg.k), int(msg.width), int(msg.height)
+            if not changes or (changes[-1].k, changes[-1].width, changes[-1].height) != (k, width, height):
+                changes.append(Calibration(int(timestamp), k, width, height))
+        return tuple(changes)
 
     def time_ranges(self, cameras: Sequence[Camera], frames_per_range: int) -> list[TimeRange]:
         """The bag cut into consecutive ranges of about ``frames_per_range`` camera frames each; together they

@@ -43,6 +43,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity (%(default)s)")
     parser.add_argument("--no-legend", action="store_true", help="no label legend on the overlay")
     parser.add_argument("--min-object-pixels", type=int, default=100, help="smallest object (%(default)s pixels)")
+    depth = parser.add_argument_group("depth (points and 3-D objects)")
+    depth.add_argument(
+        "--depth-topic",
+        action="append",
+        default=[],
+        metavar="[IMAGE_TOPIC=]DEPTH_TOPIC",
+        help="a camera's registered depth images (16UC1 mm or 32FC1 m); repeat for several cameras; without "
+        "IMAGE_TOPIC= for a bag's only camera (default: found beside each image topic, see docs/labelling.md)",
+    )
+    depth.add_argument("--no-depth", action="store_true", help="no points or 3-D objects, even where depth is")
+    depth.add_argument(
+        "--depth-tolerance",
+        type=float,
+        default=0.02,
+        help="most seconds between a frame's stamp and its depth image's (%(default)s)",
+    )
+    depth.add_argument(
+        "--points-stride", type=int, default=2, help="every n-th depth pixel becomes a point (%(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="frames per model batch (%(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace another job's bags in --out")
     cluster = parser.add_argument_group("Ray")
@@ -67,6 +86,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_label)
 
 
+def _depth_topics(values: list[str]) -> tuple[tuple[str, str], ...] | None:
+    """``--depth-topic`` values as (image topic, depth topic) pairs ("" for the only camera); None when none."""
+    if not values:
+        return None
+    pairs = []
+    for value in values:
+        image_topic, _, depth_topic = value.rpartition("=")
+        if not depth_topic.startswith("/") or (image_topic and not image_topic.startswith("/")):
+            raise ZerosegError(f"--depth-topic {value!r}: give [IMAGE_TOPIC=]DEPTH_TOPIC with absolute topic names")
+        pairs.append((image_topic, depth_topic))
+    images = [image for image, _ in pairs]
+    if len(set(images)) != len(images):
+        raise ZerosegError("--depth-topic names a camera twice")
+    return tuple(pairs)
+
+
 def _run_label(args: argparse.Namespace) -> int:
     try:
         import rosbags  # noqa: F401
@@ -76,8 +111,12 @@ def _run_label(args: argparse.Namespace) -> int:
     from zeroseg_ros.tools.label.labeller import Labeller, LabelSettings
     from zeroseg_ros.tools.label.outputs import OutputSettings
 
-    if args.batch_size < 1 or args.frames_per_range < 1:
-        raise ZerosegError("--batch-size and --frames-per-range must be at least 1")
+    if args.batch_size < 1 or args.frames_per_range < 1 or args.points_stride < 1:
+        raise ZerosegError("--batch-size, --frames-per-range and --points-stride must be at least 1")
+    if not 0.0 <= args.depth_tolerance <= 1.0:
+        raise ZerosegError(f"--depth-tolerance must be between 0 and 1 s, got {args.depth_tolerance}")
+    if args.no_depth and args.depth_topic:
+        raise ZerosegError("--no-depth and --depth-topic contradict each other: give one")
     settings = LabelSettings(
         queries=args.queries,
         model=model_config_from_args(args),
@@ -87,7 +126,10 @@ def _run_label(args: argparse.Namespace) -> int:
             overlay_alpha=args.alpha,
             overlay_legend=not args.no_legend,
             min_object_pixels=args.min_object_pixels,
+            depth_tolerance=args.depth_tolerance,
+            points_stride=args.points_stride,
         ),
+        depth_topics=() if args.no_depth else _depth_topics(args.depth_topic),
         image_topics=split_words(args.image_topics),
         copy=not args.no_copy,
         batch_size=args.batch_size,

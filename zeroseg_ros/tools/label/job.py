@@ -54,6 +54,9 @@ class JobSummary:
         for topic, count in sorted(self.frames.skipped.items()):
             reason = self.frames.reasons[topic]
             lines.append(f"  skipped {count} frames of {topic} that could not be decoded ({reason})")
+        for topic, count in sorted(self.frames.without_depth.items()):
+            reason = self.frames.depth_reasons[topic]
+            lines.append(f"  {count} frames of {topic} have no points or 3-D objects ({reason})")
         for bag, reason in self.failed.items():
             lines.append(f"  FAILED {bag}: {reason}")
         return lines
@@ -67,7 +70,8 @@ def output_name(source: Path) -> str:
 def plan_bag(source: Path, settings: LabelSettings, frames_per_range: int) -> BagPlan:
     """Opens ``source`` and plans it (raises BagError for a bag that cannot be opened or read, or has no camera)."""
     with InputBag(source) as bag:
-        cameras = bag.cameras(settings.image_topics)
+        depth_topics = dict(settings.depth_topics) if settings.depth_topics is not None else None
+        cameras = bag.cameras(settings.image_topics, depth_topics)
         if not cameras:
             raise BagError(f"{source}: no sensor_msgs/Image or CompressedImage topic (give --image-topics?)")
         topics: list[TopicSpec] = bag.topic_specs() if settings.copy else []
@@ -98,7 +102,11 @@ class BagOutput:
 
     def finish(self) -> None:
         self._bag.close()
-        details = {"frames": self.summary.frames, "skipped_frames": dict(self.summary.skipped)}
+        details = {
+            "frames": self.summary.frames,
+            "skipped_frames": dict(self.summary.skipped),
+            "frames_without_depth": dict(self.summary.without_depth),
+        }
         self._manifest.finish(self.plan.name, self.plan.source, details)
 
     def abandon(self) -> None:

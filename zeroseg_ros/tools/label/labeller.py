@@ -1,6 +1,10 @@
 """One model labelling time ranges of bags: reading and decoding on one thread, the model in batches on the
 caller's, building and serializing the outputs on a third, so that decoding and writing run beside the model.
 
+A camera with depth gets, for each frame, the depth image of nearest stamp within ``depth_tolerance`` (the node's
+rule), searched among the depth images received up to ``DEPTH_WINDOW_NS`` before and after the frame, beyond the
+range's ends too: the reader holds messages back for that long, so the output stays in time order.
+
 The same ``Labeller`` runs in the local job and in each Ray worker actor; what it produces goes to a ``sink``
 (the output bag's writer, or a list returned to the Ray driver) in the bag's time order: at each timestamp the
 copied input message, then that frame's outputs.
@@ -11,7 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +25,20 @@ import numpy as np
 
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.errors import InvalidImageError
+from zeroseg_ros.core.geometry import DEPTH_SCALES, DepthImage, Intrinsics
+from zeroseg_ros.core.pairing import StampBuffer, stamp_ns
 from zeroseg_ros.core.segmenter import SegmentationResult, Segmenter
-from zeroseg_ros.ros.image_codec import compressed_to_segmenter_input, image_to_segmenter_input
-from zeroseg_ros.tools.label.bags import COMPRESSED_IMAGE, Camera, InputBag, Record, TimeRange
+from zeroseg_ros.ros.image_codec import compressed_to_segmenter_input, image_to_array, image_to_segmenter_input
+from zeroseg_ros.tools.label.bags import COMPRESSED_IMAGE, IMAGE, Camera, InputBag, Record, TimeRange
 from zeroseg_ros.tools.label.outputs import OutputSettings, frame_records, labels_record
 
 QUEUED_BATCHES = 2  # batches decoded ahead of the model, and waiting to be written
+# How far apart in receive time a frame and its depth image may be recorded: drivers publish both within
+# milliseconds, but a busy recorder can write one of them late.
+DEPTH_WINDOW_NS = 1_000_000_000
+# Depth images kept per camera at most (those of 1.5 s at 60 Hz): a bound even when no frame of the camera
+# decodes, so that nothing drops the old ones.
+DEPTH_IMAGES_KEPT = 96
 # Test switch: the path of a marker file; a worker that finds it absent creates it and exits in the middle of a
 # range, as a crashed machine would (tests of the Ray job's recovery).
 CRASH_ONCE_ENV = "ZEROSEG_LABEL_CRASH_ONCE"
@@ -41,22 +53,29 @@ class LabelSettings:
     segmenter: SegmenterConfig
     outputs: OutputSettings = field(default_factory=OutputSettings)
     image_topics: tuple[str, ...] = ()
+    # (image topic, depth topic) pairs ("" for a bag's only camera); None finds depth beside each camera, () none.
+    depth_topics: tuple[tuple[str, str], ...] | None = None
     copy: bool = True
     batch_size: int = 8
 
 
 @dataclass
 class RangeSummary:
-    """What one range gave: frames labelled, and per image topic the frames skipped with the last reason."""
+    """What one range gave: frames labelled, per image topic the frames skipped with the last reason, and per
+    camera with depth the frames labelled without 3-D outputs (no depth paired) with the last reason."""
 
     frames: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, str] = field(default_factory=dict)
+    without_depth: Counter[str] = field(default_factory=Counter)
+    depth_reasons: dict[str, str] = field(default_factory=dict)
 
     def add(self, other: RangeSummary) -> None:
         self.frames += other.frames
         self.skipped.update(other.skipped)
         self.reasons.update(other.reasons)
+        self.without_depth.update(other.without_depth)
+        self.depth_reasons.update(other.depth_reasons)
 
 
 @dataclass
@@ -73,6 +92,8 @@ class _Frame:
     order: str = "rgb"
     error: str | None = None
     result: SegmentationResult | None = None
+    depth: tuple[np.ndarray, Intrinsics] | None = None  # metres and their intrinsics, when paired
+    depth_problem: str = ""  # why a camera with depth has none for this frame
 
 
 _END = object()
@@ -164,27 +185,90 @@ class Labeller:
             frame.result, frame.pixels = result, None
 
     def _read(self, bag: InputBag, cameras: Sequence[Camera], time_range: TimeRange) -> Iterator[_Copy | _Frame]:
+        """The range's messages in time order, frames decoded and paired with depth. With depth, messages up to
+        ``DEPTH_WINDOW_NS`` beyond the range's ends are read for their depth images only."""
         by_topic = {camera.image_topic: camera for camera in cameras}
+        by_depth = {camera.depth.depth_topic: camera for camera in cameras if camera.depth is not None}
+        depth_images: dict[str, StampBuffer[DepthImage]] = {topic: StampBuffer(DEPTH_IMAGES_KEPT) for topic in by_depth}
+        depth_problems: dict[str, str] = {}
         types = {spec.topic: spec.msgtype for spec in bag.topic_specs()}
-        topics = None if self.settings.copy else list(by_topic)
-        max_pixels = self.settings.segmenter.max_pixels
-        for topic, timestamp, data in bag.messages(time_range, topics):
+        topics = None if self.settings.copy else [*by_topic, *by_depth]
+        margin = DEPTH_WINDOW_NS if by_depth else 0
+        start, stop = time_range.start, time_range.stop
+        read = TimeRange(
+            time_range.index,
+            None if start is None else start - margin,
+            None if stop is None else stop + margin,
+            time_range.frames,
+        )
+        held: deque[_Copy | _Frame] = deque()  # read, waiting for depth images recorded up to the window after
+        for topic, timestamp, data in bag.messages(read, topics):
+            inside = (start is None or timestamp >= start) and (stop is None or timestamp < stop)
             record = Record(topic, timestamp, data)
-            camera = by_topic.get(topic)
-            if camera is None:
-                yield _Copy(record)
-                continue
-            frame = _Frame(camera, record)
-            try:
-                msg = bag.deserialize(data, types[topic])
-                frame.header = msg.header
-                if types[topic] == COMPRESSED_IMAGE:
-                    frame.pixels, frame.order = compressed_to_segmenter_input(msg, max_pixels)
-                else:
-                    frame.pixels, frame.order = image_to_segmenter_input(msg, max_pixels)
-            except (InvalidImageError, ValueError, AssertionError) as error:  # a frame's bytes that do not parse
-                frame.error = str(error) or type(error).__name__
-            yield frame
+            if topic in by_depth:
+                self._add_depth(bag, record, depth_images[topic], depth_problems)
+            if inside:
+                camera = by_topic.get(topic)
+                held.append(_Copy(record) if camera is None else self._decode(bag, camera, record, types[topic]))
+            while held and _timestamp(held[0]) + margin <= timestamp:
+                yield self._paired(held.popleft(), depth_images, depth_problems)
+        while held:
+            yield self._paired(held.popleft(), depth_images, depth_problems)
+
+    def _decode(self, bag: InputBag, camera: Camera, record: Record, msgtype: str) -> _Frame:
+        frame = _Frame(camera, record)
+        max_pixels = self.settings.segmenter.max_pixels
+        try:
+            msg = bag.deserialize(record.data, msgtype)
+            frame.header = msg.header
+            if msgtype == COMPRESSED_IMAGE:
+                frame.pixels, frame.order = compressed_to_segmenter_input(msg, max_pixels)
+            else:
+                frame.pixels, frame.order = image_to_segmenter_input(msg, max_pixels)
+        except (InvalidImageError, ValueError, AssertionError) as error:  # a frame's bytes that do not parse
+            frame.error = str(error) or type(error).__name__
+        return frame
+
+    def _add_depth(
+        self, bag: InputBag, record: Record, images: StampBuffer[DepthImage], problems: dict[str, str]
+    ) -> None:
+        """Keeps a depth image for pairing (a refused one is remembered as the reason its frames lack depth)."""
+        try:
+            msg = bag.deserialize(record.data, IMAGE)
+            if msg.encoding not in DEPTH_SCALES:
+                raise InvalidImageError(f"encoding must be {' or '.join(DEPTH_SCALES)} (REP 118), got {msg.encoding!r}")
+            pixels = image_to_array(msg, self.settings.segmenter.max_pixels)
+        except (InvalidImageError, ValueError, AssertionError) as error:
+            problems[record.topic] = f"depth image on {record.topic} refused: {error}"
+            return
+        images.add(stamp_ns(msg.header), DepthImage(pixels, msg.encoding))
+
+    def _paired(
+        self, item: _Copy | _Frame, depth_images: dict[str, StampBuffer[DepthImage]], problems: dict[str, str]
+    ) -> _Copy | _Frame:
+        """A frame of a camera with depth gets its depth image (or the reason it has none); depth images too old
+        for any later frame are dropped."""
+        source = item.camera.depth if isinstance(item, _Frame) else None
+        if not isinstance(item, _Frame) or source is None or item.pixels is None:
+            return item
+        images = depth_images[source.depth_topic]
+        stamp = stamp_ns(item.header)
+        tolerance_ns = int(self.settings.outputs.depth_tolerance * 1e9)
+        match = images.nearest(stamp, tolerance_ns)
+        images.drop_older_than(stamp - DEPTH_WINDOW_NS)
+        if match.item is None:
+            item.depth_problem = problems.get(source.depth_topic) or (
+                f"no depth image on {source.depth_topic} within {tolerance_ns / 1e9:g} s of the frame's stamp"
+            )
+            return item
+        calibration = source.calibration_at(item.message.timestamp)
+        try:
+            item.depth = match.item.registered(
+                calibration.k, calibration.width, calibration.height, item.pixels.shape[:2]
+            )
+        except InvalidImageError as error:
+            item.depth_problem = f"depth image on {source.depth_topic} refused: {error}"
+        return item
 
     def _write(
         self,
@@ -211,8 +295,11 @@ class Labeller:
                         summary.skipped[item.camera.image_topic] += 1
                         summary.reasons[item.camera.image_topic] = item.error or "not decoded"
                         continue
+                    if item.depth_problem:
+                        summary.without_depth[item.camera.image_topic] += 1
+                        summary.depth_reasons[item.camera.image_topic] = item.depth_problem
                     for record in frame_records(
-                        item.camera, item.header, item.message.timestamp, item.order, item.result, outputs
+                        item.camera, item.header, item.message.timestamp, item.order, item.result, outputs, item.depth
                     ):
                         sink(record)
                     labelled += 1
@@ -221,6 +308,10 @@ class Labeller:
         except BaseException as error:  # raised by the model's thread
             errors.append(error)
             stop.set()
+
+
+def _timestamp(item: _Copy | _Frame) -> int:
+    return item.record.timestamp if isinstance(item, _Copy) else item.message.timestamp
 
 
 def _put(target: queue.Queue, item: object, stop: threading.Event) -> None:

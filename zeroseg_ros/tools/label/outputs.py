@@ -1,7 +1,8 @@
 """The node's outputs of one segmented frame as rosbags messages (CDR bytes), with the same contents the live node
 publishes for the same frame and settings: ``mask`` (mono8/mono16 label ids), ``mask_color`` (the overlay's
 palette, rgb8), ``confidence`` (32FC1, optional), ``overlay/compressed`` (JPEG of the overlay with its legend),
-``segmentation`` (zeroseg_ros/msg/Segmentation) and ``objects`` (zeroseg_ros/msg/SegmentedObjects).
+``segmentation`` (zeroseg_ros/msg/Segmentation), ``objects`` (zeroseg_ros/msg/SegmentedObjects) and, for a camera
+with depth, ``points`` (sensor_msgs/PointCloud2) with 3-D statistics in ``objects``.
 
 Every output carries the input frame's header and is written at the frame's receive time.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from zeroseg_ros.core.geometry import POINT_DTYPE, POINT_FIELDS, Intrinsics, labelled_points, point_array
 from zeroseg_ros.core.objects import SegmentedRegion, find_objects
 from zeroseg_ros.core.overlay import draw_palette_legend, palette
 from zeroseg_ros.core.segmenter import SegmentationResult
@@ -24,6 +26,7 @@ LABELS_TOPIC = "/zeroseg/labels"
 STRING = "std_msgs/msg/String"
 SEGMENTATION = "zeroseg_ros/msg/Segmentation"
 SEGMENTED_OBJECTS = "zeroseg_ros/msg/SegmentedObjects"
+POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class OutputSettings:
     overlay_alpha: float = 0.5
     overlay_legend: bool = True
     min_object_pixels: int = 100
+    depth_tolerance: float = 0.02  # seconds between a frame's stamp and its depth image's
+    points_stride: int = 2  # every n-th depth pixel in both directions becomes a point
 
 
 def output_specs(camera: Camera, settings: OutputSettings) -> list[TopicSpec]:
@@ -47,6 +52,8 @@ def output_specs(camera: Camera, settings: OutputSettings) -> list[TopicSpec]:
     }
     if settings.confidence:
         names["confidence"] = IMAGE
+    if camera.depth is not None:
+        names["points"] = POINT_CLOUD2
     return [TopicSpec(camera.output(name), msgtype) for name, msgtype in names.items()]
 
 
@@ -64,9 +71,15 @@ def _image(header: Any, pixels: np.ndarray, encoding: str) -> Any:
 
 
 def frame_records(
-    camera: Camera, header: Any, timestamp: int, order: str, result: SegmentationResult, settings: OutputSettings
+    camera: Camera,
+    header: Any,
+    timestamp: int,
+    order: str,
+    result: SegmentationResult,
+    settings: OutputSettings,
+    depth: tuple[np.ndarray, Intrinsics] | None = None,
 ) -> list[Record]:
-    """The camera's outputs of one frame, serialized."""
+    """The camera's outputs of one frame, serialized; ``depth``: its paired depth image in metres and intrinsics."""
     store = output_typestore()
     types = store.types
     mask = _image(header, result.label_map, mask_encoding(result.label_map))
@@ -90,22 +103,46 @@ def frame_records(
         mask=mask,
     )
     messages.append(("segmentation", SEGMENTATION, segmentation))
-    regions = find_objects(result.label_map, result.confidence, settings.min_object_pixels, None, None, 1)
-    messages.append(("objects", SEGMENTED_OBJECTS, _objects(header, regions, result.labels)))
+    depth_m, intrinsics = depth if depth is not None else (None, None)
+    stride = settings.points_stride
+    if depth is not None:
+        points = labelled_points(result.label_map, result.confidence, *depth, stride)
+        messages.append(("points", POINT_CLOUD2, _point_cloud(header, point_array(points))))
+    regions = find_objects(result.label_map, result.confidence, settings.min_object_pixels, depth_m, intrinsics, stride)
+    messages.append(("objects", SEGMENTED_OBJECTS, _objects(header, regions, result.labels, depth is not None)))
     return [
         Record(camera.output(name), timestamp, bytes(store.serialize_cdr(msg, msgtype)))
         for name, msgtype, msg in messages
     ]
 
 
-def _objects(header: Any, regions: Sequence[SegmentedRegion], labels: Sequence[str]) -> Any:
-    """zeroseg_ros/SegmentedObjects of 2-D regions (ids are their indices), as the node's objects output."""
+def _point_cloud(header: Any, cloud: np.ndarray) -> Any:
+    """An unorganised PointCloud2 of ``POINT_DTYPE`` records, as the node's points output."""
+    types = output_typestore().types
+    fields = [types["sensor_msgs/msg/PointField"](name=n, offset=o, datatype=d, count=1) for n, o, d in POINT_FIELDS]
+    return types[POINT_CLOUD2](
+        header=header,
+        height=1,
+        width=len(cloud),
+        fields=fields,
+        is_bigendian=False,
+        point_step=POINT_DTYPE.itemsize,
+        row_step=POINT_DTYPE.itemsize * len(cloud),
+        data=np.frombuffer(cloud.tobytes(), dtype=np.uint8),
+        is_dense=True,
+    )
+
+
+def _objects(header: Any, regions: Sequence[SegmentedRegion], labels: Sequence[str], has_depth: bool) -> Any:
+    """zeroseg_ros/SegmentedObjects of the regions (ids are their indices), as the node's objects output."""
     types = output_typestore().types
     point, vector = types["geometry_msgs/msg/Point"], types["geometry_msgs/msg/Vector3"]
     roi = types["sensor_msgs/msg/RegionOfInterest"]
     objects = []
     for index, region in enumerate(regions):
         x, y, width, height = region.box
+        centroid, extents = region.centroid, region.extents
+        in_3d = centroid is not None and extents is not None
         objects.append(
             types["zeroseg_ros/msg/SegmentedObject"](
                 id=index,
@@ -114,10 +151,15 @@ def _objects(header: Any, regions: Sequence[SegmentedRegion], labels: Sequence[s
                 box=roi(x_offset=x, y_offset=y, height=height, width=width, do_rectify=False),
                 pixel_count=region.pixels,
                 mean_confidence=region.mean_confidence,
-                has_depth=False,
-                centroid=point(x=0.0, y=0.0, z=0.0),
-                extents=vector(x=0.0, y=0.0, z=0.0),
+                has_depth=in_3d,
+                centroid=point(**_xyz(centroid if in_3d else None)),
+                extents=vector(**_xyz(extents if in_3d else None)),
                 valid_depth_fraction=region.valid_depth_fraction,
             )
         )
-    return types[SEGMENTED_OBJECTS](header=header, has_depth=False, objects=objects)
+    return types[SEGMENTED_OBJECTS](header=header, has_depth=has_depth, objects=objects)
+
+
+def _xyz(values: np.ndarray | None) -> dict[str, float]:
+    x, y, z = (0.0, 0.0, 0.0) if values is None else (float(v) for v in values)
+    return {"x": x, "y": y, "z": z}
