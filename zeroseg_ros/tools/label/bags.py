@@ -196,6 +196,8 @@ class InputBag:
         camera); None looks for depth in each camera's namespace; an empty mapping gives no camera depth."""
         types = {c.topic: c.msgtype for c in self.connections}
         named = dict(depth_topics or {})
+        # Each image topic's depth topic found in its namespace, looked up once.
+        beside = {t: self._depth_beside(t, types) for t, m in types.items() if m in IMAGE_TYPES}
         if image_topics:
             wrong = [t for t in image_topics if types.get(t) not in IMAGE_TYPES]
             if wrong:
@@ -203,8 +205,7 @@ class InputBag:
             topics = list(image_topics)
         else:
             # Depth images are no camera: those given, and those a camera has beside it (even when not used).
-            beside = {self._depth_beside(t, types) for t in types if types[t] in IMAGE_TYPES} - {None}
-            depth_names = beside | set(named.values())
+            depth_names = {t for t in beside.values() if t} | set(named.values())
             topics = sorted(t for t, m in types.items() if m in IMAGE_TYPES and t not in depth_names)
         if "" in named:
             if len(topics) != 1:
@@ -219,7 +220,7 @@ class InputBag:
         cameras = []
         for topic in topics:
             namespace = camera_namespace(topic, types[topic])
-            depth_topic = named.get(topic) if depth_topics is not None else self._depth_beside(topic, types)
+            depth_topic = named.get(topic) if depth_topics is not None else beside[topic]
             depth = self._depth_source(topic, namespace, depth_topic, types, given=depth_topics is not None)
             cameras.append(Camera(topic, namespace, depth))
         return cameras
