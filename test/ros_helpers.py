@@ -214,6 +214,14 @@ class Probe:
         while (remaining := deadline - time.monotonic()) > 0:
             self.executor.spin_once(timeout_sec=min(remaining, 0.05))
 
+    def wait_for_fresh_diagnostics(self, timeout: float = 10.0) -> None:
+        """Until a diagnostics report made after this call has arrived: the second one from now on (the first
+        may have been on its way already)."""
+        seen = len(self.received["diagnostics"])
+        self.spin_until(
+            lambda: len(self.received["diagnostics"]) >= seen + 2, timeout, "a diagnostics report made from now on"
+        )
+
     def wait_for_node(self, node: NodeProcess, timeout: float = 90.0, subscribes_image: bool = True) -> None:
         """Until the node is ready for a test's first frame, whatever the CPU's speed: its model is loaded
         (diagnostics arrive), the labels of its ``queries`` parameter are in use (frames before that are

@@ -184,7 +184,7 @@ def test_under_overload_every_camera_gets_its_turn(tmp_path: Path) -> None:
         total = sum(len(cameras.masks[name]) for name in names)
         shares = {name: len(cameras.masks[name]) / total for name in names}
         assert min(shares.values()) >= 0.2, shares
-        cameras.probe.spin_for(1.2)  # the next diagnostics
+        cameras.probe.wait_for_fresh_diagnostics()  # counts made after the last frame
         dropped = {name: int(cameras.status(name)[2]["frames_dropped"]) for name in names}
         assert all(count > 0 for count in dropped.values()), dropped  # overloaded: every camera replaced frames
         assert dropped["alpha"] == max(dropped.values()), dropped

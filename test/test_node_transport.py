@@ -50,7 +50,14 @@ def test_large_best_effort_frames_reach_the_node_with_the_shipped_profile(tmp_pa
     with node_process(tmp_path, {**FAST_NODE_PARAMETERS, "queries": "person, car"}) as node, probe() as test_probe:
         test_probe.wait_for_node(node)
         sent = publish_camera_frames(tmp_path, None)
-        test_probe.spin_for(1.5)  # the last frames, then a diagnostics report
+        test_probe.spin_until(
+            lambda: (
+                int(test_probe.diagnostics().get("frames_received", "0")) >= 0.8 * sent
+                and bool(test_probe.received["mask"])
+            ),
+            15.0,
+            f"diagnostics counting at least 80 % of the {sent} frames sent, and a mask",
+        )
         diagnostics = test_probe.diagnostics()
         assert int(diagnostics["frames_received"]) >= 0.8 * sent, diagnostics
         assert diagnostics["frames_lost_in_transport"] == "0"
