@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from zeroseg_ros.core.errors import InvalidImageError
+from zeroseg_ros.core.geometry import DEPTH_SCALES, DepthImage
 
 JPEG_QUALITY = 90  # compressed overlays, for remote viewing
 
@@ -137,6 +138,20 @@ def image_to_array(msg: ImageLike, max_pixels: int = 8192 * 8192) -> np.ndarray:
     if _BRIDGE is not None and info.to_rgb is None:  # older cv_bridge releases lack "uyvy", "yuyv" and such
         return np.ascontiguousarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="passthrough"))
     return _numpy_image_to_array(msg, info)
+
+
+class DepthEncodingError(InvalidImageError):
+    """A depth image whose encoding is no depth encoding of REP 118."""
+
+
+def depth_image(msg: ImageLike, max_pixels: int = 8192 * 8192) -> DepthImage:
+    """A registered depth image (``16UC1`` millimetres or ``32FC1`` metres, REP 118) as received.
+
+    Raises DepthEncodingError for another encoding, InvalidImageError for a layout ``image_to_array`` refuses.
+    """
+    if msg.encoding not in DEPTH_SCALES:
+        raise DepthEncodingError(f"encoding must be {' or '.join(DEPTH_SCALES)} (REP 118), got {msg.encoding!r}")
+    return DepthImage(image_to_array(msg, max_pixels), msg.encoding)
 
 
 def _numpy_image_to_array(msg: ImageLike, info: EncodingInfo) -> np.ndarray:

@@ -28,7 +28,6 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
 from zeroseg_ros.core.errors import InvalidImageError
 from zeroseg_ros.core.geometry import (
-    DEPTH_SCALES,
     POINT_DTYPE,
     POINT_FIELDS,
     DepthImage,
@@ -41,7 +40,7 @@ from zeroseg_ros.core.objects import SegmentedRegion, find_objects
 from zeroseg_ros.core.overlay import palette
 from zeroseg_ros.core.pairing import StampBuffer, stamp_ns
 from zeroseg_ros.core.segmenter import SegmentationResult
-from zeroseg_ros.ros.image_codec import array_to_image, image_to_array
+from zeroseg_ros.ros.image_codec import DepthEncodingError, array_to_image, depth_image
 from zeroseg_ros.ros.outputs import camera_topic
 from zeroseg_ros.ros.qos import OUTPUT_QOS, camera_qos
 
@@ -230,19 +229,13 @@ class SpatialOutputs:
 
     # ------------------------------------------------------------------ inputs (executor thread)
     def _on_depth(self, msg: Image) -> None:
-        if msg.encoding not in DEPTH_SCALES:
-            self._reject(
-                "depth encoding",
-                f"depth image on {self._topic(DEPTH_TOPIC)} refused: encoding must be "
-                f"{' or '.join(DEPTH_SCALES)} (REP 118), got {msg.encoding!r}",
-            )
-            return
         try:
-            pixels = image_to_array(msg, int(self._values["max_pixels"]))
-        except InvalidImageError as error:
-            self._reject("depth layout", f"depth image on {self._topic(DEPTH_TOPIC)} refused: {error}")
+            depth = depth_image(msg, int(self._values["max_pixels"]))
+        except InvalidImageError as error:  # encoding and layout problems are throttled apart
+            kind = "depth encoding" if isinstance(error, DepthEncodingError) else "depth layout"
+            self._reject(kind, f"depth image on {self._topic(DEPTH_TOPIC)} refused: {error}")
             return
-        self._depth.add(stamp_ns(msg.header), DepthImage(pixels, msg.encoding))
+        self._depth.add(stamp_ns(msg.header), depth)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:

@@ -25,10 +25,10 @@ import numpy as np
 
 from zeroseg_ros.core.config import ModelConfig, SegmenterConfig
 from zeroseg_ros.core.errors import InvalidImageError
-from zeroseg_ros.core.geometry import DEPTH_SCALES, DepthImage, Intrinsics
+from zeroseg_ros.core.geometry import DepthImage, Intrinsics
 from zeroseg_ros.core.pairing import StampBuffer, stamp_ns
 from zeroseg_ros.core.segmenter import SegmentationResult, Segmenter
-from zeroseg_ros.ros.image_codec import compressed_to_segmenter_input, image_to_array, image_to_segmenter_input
+from zeroseg_ros.ros.image_codec import compressed_to_segmenter_input, depth_image, image_to_segmenter_input
 from zeroseg_ros.tools.label.bags import COMPRESSED_IMAGE, IMAGE, Camera, InputBag, Record, TimeRange
 from zeroseg_ros.tools.label.outputs import OutputSettings, frame_records, labels_record
 
@@ -235,13 +235,11 @@ class Labeller:
         """Keeps a depth image for pairing (a refused one is remembered as the reason its frames lack depth)."""
         try:
             msg = bag.deserialize(record.data, IMAGE)
-            if msg.encoding not in DEPTH_SCALES:
-                raise InvalidImageError(f"encoding must be {' or '.join(DEPTH_SCALES)} (REP 118), got {msg.encoding!r}")
-            pixels = image_to_array(msg, self.settings.segmenter.max_pixels)
+            depth = depth_image(msg, self.settings.segmenter.max_pixels)
         except (InvalidImageError, ValueError, AssertionError) as error:
             problems[record.topic] = f"depth image on {record.topic} refused: {error}"
             return
-        images.add(stamp_ns(msg.header), DepthImage(pixels, msg.encoding))
+        images.add(stamp_ns(msg.header), depth)
 
     def _paired(
         self, item: _Copy | _Frame, depth_images: dict[str, StampBuffer[DepthImage]], problems: dict[str, str]
