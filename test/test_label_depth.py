@@ -182,6 +182,23 @@ def test_half_resolution_depth_is_paired_through_scaled_intrinsics(tmp_path, lab
     np.testing.assert_allclose(points["x"], (cols - cx) * z / fx, rtol=1e-5, atol=1e-6)
 
 
+def test_a_bag_with_depth_is_planned_in_one_read(tmp_path, checkpoint, monkeypatch) -> None:
+    """The frames' receive times (for the ranges) and camera_info (for the calibrations) come from one pass over
+    the bag: a recording's images are read once before labelling starts, not once per thing planned."""
+    source = make_depth_bag(tmp_path / "drive", frames=5)
+    reads = []
+    messages = InputBag._messages
+
+    def counted(bag, connections, start=None, stop=None):
+        reads.append(sorted(c.topic for c in connections))
+        return messages(bag, connections, start, stop)
+
+    monkeypatch.setattr(InputBag, "_messages", counted)
+    plan = plan_bag(source, fast_settings(checkpoint), 2)
+    assert reads == [[CAMERA_INFO_TOPIC, RAW_TOPIC]]
+    assert [r.frames for r in plan.ranges] == [2, 2, 1] and plan.cameras[0].depth is not None
+
+
 def test_depth_is_found_beside_the_camera_or_given(tmp_path, checkpoint, caplog) -> None:
     settings = fast_settings(checkpoint)
     rect = make_depth_bag(tmp_path / "rect", frames=1, depth_topic="/front/depth/image_rect_raw")

@@ -114,6 +114,14 @@ class TimeRange:
     frames: int
 
 
+@dataclass(frozen=True)
+class BagSurvey:
+    """A bag's cameras and the receive times (ns, sorted) of all their frames."""
+
+    cameras: tuple[Camera, ...]
+    frame_stamps: tuple[int, ...]
+
+
 def camera_namespace(topic: str, msgtype: str) -> str:
     path = PurePosixPath(topic)
     if msgtype == COMPRESSED_IMAGE and path.name == "compressed":
@@ -190,11 +198,41 @@ class InputBag:
             )
         return list(specs.values())
 
-    def cameras(self, image_topics: Sequence[str] = (), depth_topics: Mapping[str, str] | None = None) -> list[Camera]:
-        """The cameras: every image topic but the depth topics found or given, or those named (each must be an
+    def survey(self, image_topics: Sequence[str] = (), depth_topics: Mapping[str, str] | None = None) -> BagSurvey:
+        """The cameras and the receive times of their frames, in one read of their frames and camera_info.
+
+        The cameras are every image topic but the depth topics found or given, or those named (each must be an
         image topic of this bag). ``depth_topics`` maps an image topic to its depth topic ("" for a bag's only
         camera); None looks for depth in each camera's namespace; an empty mapping gives no camera depth."""
         types = {c.topic: c.msgtype for c in self.connections}
+        chosen = self._camera_depth_topics(image_topics, depth_topics, types)
+        namespaces = {topic: camera_namespace(topic, types[topic]) for topic in chosen}
+        info_topics = {
+            topic: str(PurePosixPath(namespaces[topic]) / CAMERA_INFO_NAME) for topic, depth in chosen.items() if depth
+        }
+        read_infos = {info for info in info_topics.values() if types.get(info) == CAMERA_INFO}
+        stamps: list[int] = []
+        changes: dict[str, list[Calibration]] = {info: [] for info in read_infos}
+        wanted = [c for c in self.connections if c.topic in chosen or c.topic in read_infos]
+        for connection, timestamp, data in self._messages(wanted):
+            if connection.topic in chosen:
+                stamps.append(int(timestamp))
+            else:  # camera_info is small and rarely changes: each change is kept once
+                _add_calibration(changes[connection.topic], int(timestamp), self.deserialize(data, CAMERA_INFO))
+        cameras = []
+        for topic, depth_topic in chosen.items():
+            depth = None
+            if depth_topic:
+                info = info_topics[topic]
+                depth = self._depth_source(topic, depth_topic, info, changes.get(info), given=depth_topics is not None)
+            cameras.append(Camera(topic, namespaces[topic], depth))
+        return BagSurvey(tuple(cameras), tuple(sorted(stamps)))
+
+    def _camera_depth_topics(
+        self, image_topics: Sequence[str], depth_topics: Mapping[str, str] | None, types: Mapping[str, str]
+    ) -> dict[str, str | None]:
+        """Each camera's image topic and its depth topic (None without), in camera order; raises BagError for
+        named topics the bag lacks."""
         named = dict(depth_topics or {})
         # Each image topic's depth topic found in its namespace, looked up once.
         beside = {t: self._depth_beside(t, types) for t, m in types.items() if m in IMAGE_TYPES}
@@ -217,13 +255,11 @@ class InputBag:
         unknown = sorted(set(named) - set(topics))
         if unknown:
             raise BagError(f"{self.path}: --depth-topic for topics that are no camera here: {', '.join(unknown)}")
-        cameras = []
-        for topic in topics:
-            namespace = camera_namespace(topic, types[topic])
-            depth_topic = named.get(topic) if depth_topics is not None else beside[topic]
-            depth = self._depth_source(topic, namespace, depth_topic, types, given=depth_topics is not None)
-            cameras.append(Camera(topic, namespace, depth))
-        return cameras
+        chosen = {topic: named.get(topic) if depth_topics is not None else beside[topic] for topic in topics}
+        for depth_topic in chosen.values():
+            if depth_topic and types.get(depth_topic) != IMAGE:
+                raise BagError(f"{self.path}: depth topic {depth_topic} is not a sensor_msgs/Image topic of this bag")
+        return chosen
 
     def _images(self) -> str:
         topics = sorted(c.topic for c in self.connections if c.msgtype in IMAGE_TYPES)
@@ -238,54 +274,17 @@ class InputBag:
         return None
 
     def _depth_source(
-        self, image_topic: str, namespace: str, depth_topic: str | None, types: Mapping[str, str], given: bool
+        self, image_topic: str, depth_topic: str, info_topic: str, calibrations: list[Calibration] | None, given: bool
     ) -> DepthSource | None:
-        """The camera's depth with its calibrations; None without depth (a given depth topic that the bag lacks,
-        or one without camera_info, is an error; a depth topic found without camera_info only a warning)."""
-        if not depth_topic:
-            return None
-        info_topic = str(PurePosixPath(namespace) / CAMERA_INFO_NAME)
-        if types.get(depth_topic) != IMAGE:
-            raise BagError(f"{self.path}: depth topic {depth_topic} is not a sensor_msgs/Image topic of this bag")
-        calibrations = self._calibrations(info_topic) if types.get(info_topic) == CAMERA_INFO else ()
+        """The camera's depth with its calibrations; None without camera_info (an error for a given depth topic,
+        only a warning for one found)."""
         if not calibrations:
             problem = f"{self.path}: {image_topic} has depth ({depth_topic}) but no camera_info on {info_topic}"
             if given:
                 raise BagError(problem)
             LOGGER.warning("%s: no points or 3-D objects for this camera", problem)
             return None
-        return DepthSource(depth_topic, info_topic, calibrations)
-
-    def _calibrations(self, topic: str) -> tuple[Calibration, ...]:
-        """Each change of the calibration on ``topic``, in time order (camera_info is small and rarely changes)."""
-        changes: list[Calibration] = []
-        connections = [c for c in self.connections if c.topic == topic]
-        for _, timestamp, data in self._messages(connections):
-            msg = self.deserialize(data, CAMERA_INFO)
-            k, width, height = tuple(float(v) for v in msg.k), int(msg.width), int(msg.height)
-            if not changes or (changes[-1].k, changes[-1].width, changes[-1].height) != (k, width, height):
-                changes.append(Calibration(int(timestamp), k, width, height))
-        return tuple(changes)
-
-    def time_ranges(self, cameras: Sequence[Camera], frames_per_range: int) -> list[TimeRange]:
-        """The bag cut into consecutive ranges of about ``frames_per_range`` camera frames each; together they
-        cover every message (the first and last are open), and equal timestamps never straddle a cut."""
-        topics = {camera.image_topic for camera in cameras}
-        connections = [c for c in self.connections if c.topic in topics]
-        stamps = sorted(timestamp for _, timestamp, _ in self._messages(connections))
-        cuts: list[int] = []
-        count = 0
-        for index, stamp in enumerate(stamps):
-            if count >= frames_per_range and stamp != stamps[index - 1]:
-                cuts.append(stamp)
-                count = 0
-            count += 1
-        bounds = [None, *cuts, None]
-        firsts = [0, *(bisect_left(stamps, cut) for cut in cuts), len(stamps)]  # each range's first frame
-        return [
-            TimeRange(index, bounds[index], bounds[index + 1], firsts[index + 1] - firsts[index])
-            for index in range(len(bounds) - 1)
-        ]
+        return DepthSource(depth_topic, info_topic, tuple(calibrations))
 
     def messages(self, time_range: TimeRange, topics: Sequence[str] | None = None) -> Iterator[tuple[str, int, bytes]]:
         """(topic, timestamp, CDR bytes) of the range, in time order; all topics, or ``topics``."""
@@ -303,6 +302,32 @@ class InputBag:
 
     def deserialize(self, data: bytes, msgtype: str) -> Any:
         return self._reader.deserialize(data, msgtype)
+
+
+def time_ranges(stamps: Sequence[int], frames_per_range: int) -> list[TimeRange]:
+    """Frames received at ``stamps`` (sorted) cut into consecutive ranges of about ``frames_per_range`` each;
+    together the ranges cover every message (the first and last are open), and equal timestamps never straddle
+    a cut."""
+    cuts: list[int] = []
+    count = 0
+    for index, stamp in enumerate(stamps):
+        if count >= frames_per_range and stamp != stamps[index - 1]:
+            cuts.append(stamp)
+            count = 0
+        count += 1
+    bounds = [None, *cuts, None]
+    firsts = [0, *(bisect_left(stamps, cut) for cut in cuts), len(stamps)]  # each range's first frame
+    return [
+        TimeRange(index, bounds[index], bounds[index + 1], firsts[index + 1] - firsts[index])
+        for index in range(len(bounds) - 1)
+    ]
+
+
+def _add_calibration(changes: list[Calibration], timestamp: int, msg: Any) -> None:
+    """Appends ``msg``'s calibration unless it equals the last one."""
+    k, width, height = tuple(float(v) for v in msg.k), int(msg.width), int(msg.height)
+    if not changes or (changes[-1].k, changes[-1].width, changes[-1].height) != (k, width, height):
+        changes.append(Calibration(timestamp, k, width, height))
 
 
 def _reason(error: BaseException) -> str:

@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zeroseg_ros.core.errors import ZerosegError
-from zeroseg_ros.tools.label.bags import BagError, Camera, InputBag, OutputBag, Record, TimeRange, TopicSpec
+from zeroseg_ros.tools.label.bags import (
+    BagError,
+    Camera,
+    InputBag,
+    OutputBag,
+    Record,
+    TimeRange,
+    TopicSpec,
+    time_ranges,
+)
 from zeroseg_ros.tools.label.labeller import Labeller, LabelSettings, RangeSummary
 from zeroseg_ros.tools.label.manifest import Manifest
 from zeroseg_ros.tools.label.outputs import LABELS_TOPIC, STRING, output_specs
@@ -71,7 +80,8 @@ def plan_bag(source: Path, settings: LabelSettings, frames_per_range: int) -> Ba
     """Opens ``source`` and plans it (raises BagError for a bag that cannot be opened or read, or has no camera)."""
     with InputBag(source) as bag:
         depth_topics = dict(settings.depth_topics) if settings.depth_topics is not None else None
-        cameras = bag.cameras(settings.image_topics, depth_topics)
+        survey = bag.survey(settings.image_topics, depth_topics)
+        cameras = survey.cameras
         if not cameras:
             raise BagError(f"{source}: no sensor_msgs/Image or CompressedImage topic (give --image-topics?)")
         topics: list[TopicSpec] = bag.topic_specs() if settings.copy else []
@@ -81,8 +91,8 @@ def plan_bag(source: Path, settings: LabelSettings, frames_per_range: int) -> Ba
         topics.append(TopicSpec(LABELS_TOPIC, STRING))
         for camera in cameras:
             topics.extend(output_specs(camera, settings.outputs))
-        ranges = bag.time_ranges(cameras, frames_per_range)
-    return BagPlan(source, output_name(source), tuple(cameras), tuple(topics), tuple(ranges))
+    ranges = time_ranges(survey.frame_stamps, frames_per_range)
+    return BagPlan(source, output_name(source), cameras, tuple(topics), tuple(ranges))
 
 
 class BagOutput:
