@@ -22,11 +22,15 @@ from bag_helpers import (
     save_random_checkpoint,
 )
 
+from zeroseg_ros.core.config import SegmenterConfig
 from zeroseg_ros.core.errors import ZerosegError
-from zeroseg_ros.ros.image_codec import image_to_array
+from zeroseg_ros.core.segmenter import Segmenter
+from zeroseg_ros.ros.image_codec import compressed_to_segmenter_input, image_to_array, image_to_segmenter_input
+from zeroseg_ros.tools.cli import main
 from zeroseg_ros.tools.label.job import label_locally, prepare
 from zeroseg_ros.tools.label.labeller import Labeller
 from zeroseg_ros.tools.label.manifest import MANIFEST
+from zeroseg_ros.tools.label.outputs import OutputSettings
 
 OUTPUTS = ("mask", "mask_color", "overlay/compressed", "segmentation", "objects")
 
@@ -77,6 +81,46 @@ def test_a_bag_is_labelled_with_every_output_in_time_order(tmp_path, labeller, s
     segmentation = topics["/front/zeroseg/segmentation"][0]
     assert list(segmentation.labels) == ["cat", "dog", "tree"] and list(segmentation.label_ids) == [1, 2, 3]
     np.testing.assert_array_equal(image_to_array(segmentation.mask), image_to_array(topics["/front/zeroseg/mask"][0]))
+
+
+@pytest.mark.timeout(600)
+def test_temporal_smoothing_follows_each_camera_through_a_bag_and_restarts_with_the_next(tmp_path, checkpoint) -> None:
+    segmenter_config = SegmenterConfig(templates="none", background_words=(), short_side=64, temporal_smoothing=0.8)
+    settings = fast_settings(checkpoint, segmenter=segmenter_config, outputs=OutputSettings(confidence=True))
+    bags = [make_bag(tmp_path / "first", frames=6), make_bag(tmp_path / "second", frames=6, storage="sqlite3")]
+    manifest, plans, summary = prepare(bags, tmp_path / "out", settings, False, frames_per_range=2)
+    assert [len(plan.ranges) for plan in plans] == [1, 1]  # each camera's average runs through the whole bag
+    label_locally(plans, manifest, settings, summary, lambda count: None, Labeller(settings))
+    assert summary.finished == ["first", "second"] and summary.frames.frames == 24
+
+    unsmoothed = Segmenter(settings.model, segmenter_config.replace(temporal_smoothing=0.0))
+    unsmoothed.set_queries(settings.queries)
+    for bag in ("first", "second"):
+        # What a node started for this recording publishes for its frames in this order: each camera a stream.
+        reference = Segmenter(settings.model, segmenter_config)
+        reference.set_queries(settings.queries)
+        topics = by_topic(read_bag(tmp_path / "out" / bag)[0])
+        for topic, decode in ((RAW_TOPIC, image_to_segmenter_input), (COMPRESSED_TOPIC, compressed_to_segmenter_input)):
+            outputs = "/front/zeroseg" if topic == RAW_TOPIC else "/rear/zeroseg"
+            frames = zip(topics[topic], topics[f"{outputs}/mask"], topics[f"{outputs}/confidence"], strict=True)
+            for index, (frame, mask, confidence) in enumerate(frames):
+                pixels, order = decode(frame)
+                order = "bgr" if order == "bgr" else "rgb"
+                expected = reference.segment_batch([pixels], order, streams=[topic])[0]
+                np.testing.assert_array_equal(image_to_array(mask), expected.label_map)
+                # Both cameras' frames share the labeller's passes: the same sums in another order.
+                np.testing.assert_allclose(image_to_array(confidence), expected.confidence, atol=1e-5)
+                alone = unsmoothed.segment(pixels, order).confidence
+                # The first frame of a camera starts its average; every later one carries the past frames.
+                assert np.allclose(alone, expected.confidence, atol=1e-5) == (index == 0), (bag, topic, index)
+
+
+@pytest.mark.parametrize("weight", ["1", "-0.1"])
+def test_a_smoothing_weight_outside_0_to_1_is_refused_before_any_work(tmp_path, capsys, weight) -> None:
+    command = ["label", str(tmp_path / "none"), "-q", "cat", "--out", str(tmp_path / "out"), "--temporal-smoothing"]
+    assert main([*command, weight]) == 2
+    assert "--temporal-smoothing must be in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.timeout(300)

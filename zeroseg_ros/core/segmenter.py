@@ -293,6 +293,11 @@ class Segmenter:
                 self._temporal.clear()
             return new
 
+    def restart_smoothing(self) -> None:
+        """Temporal smoothing forgets every stream's past frames (another recording starts)."""
+        with self._lock:
+            self._temporal.clear()
+
     def check_config(self, config: SegmenterConfig) -> None:
         """Raises ConfigError when ``config`` cannot be applied to this segmenter (its exported image encoder
         fixes the method and the crop size), without changing anything."""

@@ -62,6 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     depth.add_argument(
         "--points-stride", type=int, default=2, help="every n-th depth pixel becomes a point (%(default)s)"
     )
+    parser.add_argument(
+        "--temporal-smoothing",
+        type=float,
+        default=0.0,
+        metavar="WEIGHT",
+        help="the node's temporal_smoothing: weight in [0, 1) of each camera's past frames (%(default)s: off); "
+        "on Ray a bag is then one range",
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="frames per model batch (%(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace another job's bags in --out")
     cluster = parser.add_argument_group("Ray")
@@ -115,12 +123,14 @@ def _run_label(args: argparse.Namespace) -> int:
         raise ZerosegError("--batch-size, --frames-per-range and --points-stride must be at least 1")
     if not 0.0 <= args.depth_tolerance <= 1.0:
         raise ZerosegError(f"--depth-tolerance must be between 0 and 1 s, got {args.depth_tolerance}")
+    if not 0.0 <= args.temporal_smoothing < 1.0:
+        raise ZerosegError(f"--temporal-smoothing must be in [0, 1), got {args.temporal_smoothing}")
     if args.no_depth and args.depth_topic:
         raise ZerosegError("--no-depth and --depth-topic contradict each other: give one")
     settings = LabelSettings(
         queries=args.queries,
         model=model_config_from_args(args),
-        segmenter=segmenter_config_from_args(args),
+        segmenter=segmenter_config_from_args(args).replace(temporal_smoothing=args.temporal_smoothing),
         outputs=OutputSettings(
             confidence=args.confidence,
             overlay_alpha=args.alpha,

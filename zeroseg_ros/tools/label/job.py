@@ -91,6 +91,9 @@ def plan_bag(source: Path, settings: LabelSettings, frames_per_range: int) -> Ba
         topics.append(TopicSpec(LABELS_TOPIC, STRING))
         for camera in cameras:
             topics.extend(output_specs(camera, settings.outputs))
+    if settings.segmenter.temporal_smoothing > 0:
+        # Each camera's average runs from frame to frame: the bag is one range, labelled in order by one model.
+        frames_per_range = max(1, len(survey.frame_stamps))
     ranges = time_ranges(survey.frame_stamps, frames_per_range)
     return BagPlan(source, output_name(source), cameras, tuple(topics), tuple(ranges))
 

@@ -119,7 +119,9 @@ class Labeller:
         sink: Callable[[Record], None],
         on_frames: Callable[[int], None] = lambda count: None,
     ) -> RangeSummary:
-        """Labels ``time_range`` of ``bag``; every record goes to ``sink`` in time order."""
+        """Labels ``time_range`` of ``bag``; every record goes to ``sink`` in time order. Temporal smoothing starts
+        anew (with smoothing, ``plan_bag`` makes a bag one range)."""
+        self.segmenter.restart_smoothing()
         summary = RangeSummary()
         decoded: queue.Queue = queue.Queue(maxsize=QUEUED_BATCHES * self.settings.batch_size)
         segmented: queue.Queue = queue.Queue(maxsize=QUEUED_BATCHES)
