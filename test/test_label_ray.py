@@ -1,8 +1,10 @@
 """``zeroseg label --ray`` on a local Ray cluster: the bags it writes equal the local job's message for message,
-also when a worker dies in the middle of a range (every frame once, in time order)."""
+also when a worker dies in the middle of a range (every frame once, in time order), and with temporal smoothing
+on two workers (each bag labelled in order by one of them)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,17 @@ def test_ray_job_equals_the_local_one_and_survives_a_dying_worker(tmp_path, monk
         assert [len(plan.ranges) for plan in plans] == [3, 2]
         frames = []
         label_on_ray(plans, manifest, settings, summary, frames.append, workers=1, gpus_per_worker=0.0)
+        # With temporal smoothing a bag is one range, so one worker labels it in order: the local job's bytes.
+        monkeypatch.delenv(CRASH_ONCE_ENV)
+        smoothing = replace(settings, segmenter=settings.segmenter.replace(temporal_smoothing=0.8))
+        smoothed = {}
+        for where in ("smoothed_local", "smoothed_ray"):
+            manifest, plans, smoothed[where] = prepare(bags, tmp_path / where, smoothing, False, FRAMES_PER_RANGE)
+            assert [len(plan.ranges) for plan in plans] == [1, 1]
+            if where == "smoothed_local":
+                label_locally(plans, manifest, smoothing, smoothed[where], lambda count: None, Labeller(smoothing))
+            else:
+                label_on_ray(plans, manifest, smoothing, smoothed[where], lambda count: None, 2, 0.0, 1)
     finally:
         ray.shutdown()
     assert crash_marker.exists(), "the worker did not die: the test tested nothing"
@@ -53,3 +66,6 @@ def test_ray_job_equals_the_local_one_and_survives_a_dying_worker(tmp_path, monk
         assert sum(topic == "/front/zeroseg/mask" for topic, _, _ in distributed) == sum(
             topic == RAW_TOPIC for topic, _, _ in local
         )
+        assert raw_messages(tmp_path / "smoothed_ray" / bag) == raw_messages(tmp_path / "smoothed_local" / bag)
+        assert raw_messages(tmp_path / "smoothed_ray" / bag) != local  # the smoothing took effect
+    assert smoothed["smoothed_ray"].finished == ["drive_mcap", "drive_db3"]
