@@ -68,4 +68,4 @@ def test_ray_job_equals_the_local_one_and_survives_a_dying_worker(tmp_path, monk
         )
         assert raw_messages(tmp_path / "smoothed_ray" / bag) == raw_messages(tmp_path / "smoothed_local" / bag)
         assert raw_messages(tmp_path / "smoothed_ray" / bag) != local  # the smoothing took effect
-    assert smoothed["smoothed_ray"].finished == ["drive_mcap", "drive_db3"]
+    assert sorted(smoothed["smoothed_ray"].finished) == ["drive_db3", "drive_mcap"]  # two workers: either first
