@@ -215,11 +215,13 @@ class Probe:
             self.executor.spin_once(timeout_sec=min(remaining, 0.05))
 
     def wait_for_fresh_diagnostics(self, timeout: float = 10.0) -> None:
-        """Until a diagnostics report made after this call has arrived: the second one from now on (the first
-        may have been on its way already)."""
-        seen = len(self.received["diagnostics"])
+        """Until a diagnostics report stamped after this call has arrived. Counting new arrivals would not do:
+        reports queued while the probe did not spin arrive first, oldest first."""
+        since = time.time_ns()  # the node stamps its reports with the same (system) clock
         self.spin_until(
-            lambda: len(self.received["diagnostics"]) >= seen + 2, timeout, "a diagnostics report made from now on"
+            lambda: any(stamp_ns(array.header) >= since for array in self.received["diagnostics"]),
+            timeout,
+            "a diagnostics report made from now on",
         )
 
     def wait_for_node(self, node: NodeProcess, timeout: float = 90.0, subscribes_image: bool = True) -> None:
